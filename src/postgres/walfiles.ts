@@ -156,17 +156,27 @@ export async function scanWal(
     }
     const fh = await open(seg.path, 'r');
     try {
+      // Read ahead: the next chunk is read from disk while the current one is decoded.
       let filePos = seg.segNo === startSegNo ? Number(startLsn % segBig) : 0;
-      while (filePos < seg.sizeBytes) {
-        const want = Math.min(chunkSize, seg.sizeBytes - filePos);
+      const readAt = (at: number): Promise<Uint8Array> | null => {
+        if (at >= seg.sizeBytes) return null;
+        const want = Math.min(chunkSize, seg.sizeBytes - at);
         const buf = Buffer.allocUnsafe(want);
-        const { bytesRead } = await fh.read(buf, 0, want, filePos);
-        if (bytesRead === 0) break;
-        filePos += bytesRead;
-        decoder.push(bytesRead === want ? buf : buf.subarray(0, bytesRead));
+        return fh.read(buf, 0, want, at).then(({ bytesRead }) => buf.subarray(0, bytesRead));
+      };
+      let pendingRead = readAt(filePos);
+      while (pendingRead !== null) {
+        const chunk = await pendingRead;
+        if (chunk.byteLength === 0) break;
+        filePos += chunk.byteLength;
+        pendingRead = readAt(filePos);
+        decoder.push(chunk);
         end = drain();
         if (opts.afterChunk) await opts.afterChunk();
-        if (end !== null || stopped !== null) break outer;
+        if (end !== null || stopped !== null) {
+          if (pendingRead !== null) await pendingRead; // do not close the file under a read in flight
+          break outer;
+        }
       }
     } finally {
       await fh.close();

@@ -102,7 +102,7 @@ export class WalStreamDecoder {
   /** Read position, as an offset from base. */
   private pos: number;
   /** Chunks not yet fully consumed, and the offset of each one's first byte. */
-  private chunks: Buffer[] = [];
+  private chunks: Uint8Array[] = [];
   private chunkStarts: number[] = [];
   /** Offset just past the last buffered byte. */
   private availEnd: number;
@@ -122,7 +122,7 @@ export class WalStreamDecoder {
   private pendingGathered = 0;
   private pendingLastEnd = -1;
 
-  private readonly scratch = Buffer.alloc(ZERO_SCRATCH_SIZE);
+  private readonly scratch = new Uint8Array(ZERO_SCRATCH_SIZE);
 
   constructor(opts: WalStreamDecoderOptions) {
     this.segmentSizeBytes = opts.segmentSizeBytes ?? DEFAULT_WAL_SEGMENT_SIZE;
@@ -134,7 +134,7 @@ export class WalStreamDecoder {
       throw new InvalidInputError(`WAL start ${formatLsn(opts.startLsn)} is not 8-aligned, so it cannot be a record start`);
     }
     this.systemId = opts.systemId;
-    this.prevRecordLsn = opts.prevLsn;
+    if (opts.prevLsn !== undefined) this.setPrev(opts.prevLsn);
     this.maxBufferedBytes = opts.maxBufferedBytes ?? XLOG_RECORD_MAX_SIZE + 2 * seg;
     this.base = opts.startLsn - (opts.startLsn % BigInt(seg));
     this.pos = Number(opts.startLsn - this.base);
@@ -174,7 +174,8 @@ export class WalStreamDecoder {
     if (this.inputFinished) throw new InvalidInputError('WAL decoder: push() after finish()');
     if (chunk.byteLength === 0) return;
     if (this.ended !== null) return; // nothing more will be decoded; drop the bytes
-    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    // A plain Uint8Array view: its subarray() is much cheaper than Buffer's in the per-record path.
+    const buf = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (this.availEnd + buf.byteLength - this.pos > this.maxBufferedBytes) {
       throw new InvalidInputError(
         `WAL decoder buffer limit: ${this.availEnd + buf.byteLength - this.pos} bytes ahead of ${formatLsn(this.readLsn)} exceed ${this.maxBufferedBytes}; call next() after each push()`,
@@ -325,7 +326,7 @@ export class WalStreamDecoder {
       headerChecked = true;
     }
 
-    let bytes: Buffer;
+    let bytes: Uint8Array;
     let endOff: number; // unaligned end of the record's last byte + 1
     if (totLen <= onFirstPage) {
       if (this.availEnd < start + totLen) return this.needMore(start, `a ${totLen}-byte record`);
@@ -363,7 +364,7 @@ export class WalStreamDecoder {
       }
       endOff = this.pendingLastEnd;
       if (this.availEnd < endOff) return this.needMore(start, `a ${totLen}-byte record`);
-      bytes = this.gather(start, totLen, Buffer.allocUnsafe(totLen));
+      bytes = this.gather(start, totLen, new Uint8Array(totLen));
       this.pendingStart = -1;
       if (!headerChecked) {
         // The 24-byte header was split across pages; check it now that it is whole.
@@ -397,21 +398,30 @@ export class WalStreamDecoder {
       }
       throw e;
     }
-    this.prevRecordLsn = lsn;
+    this.setPrev(lsn);
     this.advanceTo(next);
     return { kind: 'record', record };
+  }
+
+  private prevLo = 0;
+  private prevHi = 0;
+  private setPrev(lsn: Lsn): void {
+    this.prevRecordLsn = lsn;
+    this.prevLo = Number(lsn & 0xffff_ffffn);
+    this.prevHi = Number(lsn >> 32n);
   }
 
   private checkRecordHeader(h: Uint8Array, start: number): string | null {
     const rmid = h[17]!;
     if (!isKnownRmid(rmid)) return `invalid resource manager ID ${rmid} at ${this.fmt(start)}`;
-    const prev = (BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8));
-    const lsn = this.base + BigInt(start);
     if (this.prevRecordLsn !== undefined) {
-      if (prev !== this.prevRecordLsn) {
+      // Compare halves as numbers: no bigint work on the per-record path unless it fails.
+      if (readU32(h, 8) !== this.prevLo || readU32(h, 12) !== this.prevHi) {
+        const prev = (BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8));
         return `record with incorrect prev-link ${formatLsn(prev)} at ${this.fmt(start)} (previous record is at ${formatLsn(this.prevRecordLsn)})`;
       }
-    } else if (prev >= lsn) {
+    } else if (((BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8))) >= this.base + BigInt(start)) {
+      const prev = (BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8));
       return `record with incorrect prev-link ${formatLsn(prev)} at ${this.fmt(start)} (not before the record)`;
     }
     return null;
@@ -421,18 +431,18 @@ export class WalStreamDecoder {
   // Byte access over the chunk queue
 
   /** Contiguous LSN range [off, off+len) as a view when it lies in one chunk, else copied into `into` (or a new buffer). */
-  private bytes(off: number, len: number, into: Buffer | null): Buffer {
+  private bytes(off: number, len: number, into: Uint8Array | null): Uint8Array {
     const i = this.chunkIndex(off);
     const c = this.chunks[i]!;
     const rel = off - this.chunkStarts[i]!;
     if (rel + len <= c.byteLength) return c.subarray(rel, rel + len);
-    const out = into !== null && into.byteLength >= len ? into : Buffer.allocUnsafe(len);
+    const out = into !== null && into.byteLength >= len ? into : new Uint8Array(len);
     this.copyOut(off, len, out, 0);
     return out.subarray(0, len);
   }
 
   /** Copies `len` record bytes starting at `off` into `out`, skipping page headers on the way. */
-  private gather(off: number, len: number, out: Buffer): Buffer {
+  private gather(off: number, len: number, out: Uint8Array): Uint8Array {
     let written = 0;
     let p = off;
     while (written < len) {
@@ -449,7 +459,7 @@ export class WalStreamDecoder {
     return out;
   }
 
-  private copyOut(off: number, len: number, out: Buffer, outOff: number): void {
+  private copyOut(off: number, len: number, out: Uint8Array, outOff: number): void {
     let i = this.chunkIndex(off);
     let p = off;
     let done = 0;
@@ -457,7 +467,7 @@ export class WalStreamDecoder {
       const c = this.chunks[i]!;
       const rel = p - this.chunkStarts[i]!;
       const n = Math.min(len - done, c.byteLength - rel);
-      c.copy(out, outOff + done, rel, rel + n);
+      out.set(c.subarray(rel, rel + n), outOff + done);
       done += n;
       p += n;
       i++;

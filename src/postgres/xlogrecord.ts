@@ -132,6 +132,10 @@ export function fpiLength(rec: DecodedRecord): number {
 /** Thrown by decodeRecordBody; the stream decoder turns it into an end-of-WAL with the reason. */
 export class RecordDecodeError extends Error {}
 
+function tooShort(what: string, remaining: number, need: number): RecordDecodeError {
+  return new RecordDecodeError(`record is too short to hold ${what} (${remaining} bytes left, need ${need})`);
+}
+
 function u16(b: Uint8Array, o: number): number {
   return b[o]! | (b[o + 1]! << 8);
 }
@@ -165,37 +169,39 @@ export function decodeRecordBody(bytes: Uint8Array, lsn: Lsn, endLsn: Lsn): Deco
   let mainDataLength = 0;
   let prevRnode: RelFileNode | undefined;
 
-  const need = (n: number, what: string): void => {
-    if (remaining < n) throw new RecordDecodeError(`record is too short to hold ${what} (${remaining} bytes left, need ${n})`);
-    remaining -= n;
-  };
 
   while (remaining > dataTotal) {
-    need(1, 'a block id');
+    if (remaining < 1) throw tooShort('a block id', remaining, 1);
+    remaining -= 1;
     const id = bytes[pos++]!;
     if (id === XLR_BLOCK_ID_DATA_SHORT) {
-      need(1, 'a short main-data length');
+      if (remaining < 1) throw tooShort('a short main-data length', remaining, 1);
+      remaining -= 1;
       mainDataLength = bytes[pos++]!;
       dataTotal += mainDataLength;
       break;
     } else if (id === XLR_BLOCK_ID_DATA_LONG) {
-      need(4, 'a long main-data length');
+      if (remaining < 4) throw tooShort('a long main-data length', remaining, 4);
+      remaining -= 4;
       mainDataLength = u32(bytes, pos);
       pos += 4;
       dataTotal += mainDataLength;
       break;
     } else if (id === XLR_BLOCK_ID_ORIGIN) {
-      need(2, 'a replication origin');
+      if (remaining < 2) throw tooShort('a replication origin', remaining, 2);
+      remaining -= 2;
       origin = u16(bytes, pos);
       pos += 2;
     } else if (id === XLR_BLOCK_ID_TOPLEVEL_XID) {
-      need(4, 'a top-level xid');
+      if (remaining < 4) throw tooShort('a top-level xid', remaining, 4);
+      remaining -= 4;
       toplevelXid = u32(bytes, pos);
       pos += 4;
     } else if (id <= XLR_MAX_BLOCK_ID) {
       if (id <= maxBlockId) throw new RecordDecodeError(`out-of-order block_id ${id} (after ${maxBlockId})`);
       maxBlockId = id;
-      need(3, `block ${id} header`);
+      if (remaining < 3) throw tooShort(`block ${id} header`, remaining, 3);
+      remaining -= 3;
       const flags = bytes[pos]!;
       const dataLength = u16(bytes, pos + 1);
       pos += 3;
@@ -205,7 +211,8 @@ export function decodeRecordBody(bytes: Uint8Array, lsn: Lsn, endLsn: Lsn): Deco
       dataTotal += dataLength;
       let image: BlockImageRef | undefined;
       if (flags & BKPBLOCK_HAS_IMAGE) {
-        need(5, `block ${id} image header`);
+        if (remaining < 5) throw tooShort(`block ${id} image header`, remaining, 5);
+        remaining -= 5;
         const lengthBytes = u16(bytes, pos);
         const holeOffset = u16(bytes, pos + 2);
         const bimgInfo = bytes[pos + 4]!;
@@ -215,7 +222,8 @@ export function decodeRecordBody(bytes: Uint8Array, lsn: Lsn, endLsn: Lsn): Deco
         let holeLength: number;
         if (compressed) {
           if (hasHole) {
-            need(2, `block ${id} compressed hole length`);
+            if (remaining < 2) throw tooShort(`block ${id} compressed hole length`, remaining, 2);
+            remaining -= 2;
             holeLength = u16(bytes, pos);
             pos += 2;
           } else {
@@ -254,12 +262,14 @@ export function decodeRecordBody(bytes: Uint8Array, lsn: Lsn, endLsn: Lsn): Deco
         if (prevRnode === undefined) throw new RecordDecodeError(`block ${id}: BKPBLOCK_SAME_REL set but no previous relation`);
         rnode = prevRnode;
       } else {
-        need(12, `block ${id} relation`);
+        if (remaining < 12) throw tooShort(`block ${id} relation`, remaining, 12);
+        remaining -= 12;
         rnode = { spcNode: u32(bytes, pos), dbNode: u32(bytes, pos + 4), relNode: u32(bytes, pos + 8) };
         pos += 12;
       }
       prevRnode = rnode;
-      need(4, `block ${id} number`);
+      if (remaining < 4) throw tooShort(`block ${id} number`, remaining, 4);
+      remaining -= 4;
       const blkno = u32(bytes, pos);
       pos += 4;
       blocks.push({ id, forkNum: flags & BKPBLOCK_FORK_MASK, flags, willInit: (flags & BKPBLOCK_WILL_INIT) !== 0, rnode, blkno, image, dataOffset: 0, dataLength });
