@@ -99,6 +99,8 @@ export class WalStreamDecoder {
 
   /** LSN of offset 0. A segment boundary, so page/segment math works on the offsets. */
   private readonly base: Lsn;
+  /** `base` as a number (exact below 2^53, which covers 8 PiB of WAL). */
+  private readonly baseNum: number;
   /** Read position, as an offset from base. */
   private pos: number;
   /** Chunks not yet fully consumed, and the offset of each one's first byte. */
@@ -137,6 +139,7 @@ export class WalStreamDecoder {
     if (opts.prevLsn !== undefined) this.setPrev(opts.prevLsn);
     this.maxBufferedBytes = opts.maxBufferedBytes ?? XLOG_RECORD_MAX_SIZE + 2 * seg;
     this.base = opts.startLsn - (opts.startLsn % BigInt(seg));
+    this.baseNum = Number(this.base);
     this.pos = Number(opts.startLsn - this.base);
     const pageOff = this.pos % PAGE;
     if (pageOff !== 0 && pageOff < SIZE_OF_SHORT_PAGE_HEADER) {
@@ -398,7 +401,8 @@ export class WalStreamDecoder {
       }
       throw e;
     }
-    this.setPrev(lsn);
+    this.prevRecordLsn = lsn;
+    this.setPrevHalves(start);
     this.advanceTo(next);
     return { kind: 'record', record };
   }
@@ -409,6 +413,17 @@ export class WalStreamDecoder {
     this.prevRecordLsn = lsn;
     this.prevLo = Number(lsn & 0xffff_ffffn);
     this.prevHi = Number(lsn >> 32n);
+  }
+
+  /** setPrev for a record at offset `start`, in number math when the LSN fits in 2^53 (always, in practice). */
+  private setPrevHalves(start: number): void {
+    const abs = this.baseNum + start;
+    if (abs <= Number.MAX_SAFE_INTEGER) {
+      this.prevLo = abs % 0x1_0000_0000;
+      this.prevHi = (abs - this.prevLo) / 0x1_0000_0000;
+    } else {
+      this.setPrev(this.base + BigInt(start));
+    }
   }
 
   private checkRecordHeader(h: Uint8Array, start: number): string | null {

@@ -156,8 +156,7 @@ export function readRecordHeader(b: Uint8Array, o: number): { totLen: number; xi
  * `bytes` holds exactly tot_len bytes. Throws RecordDecodeError describing the first inconsistency.
  */
 export function decodeRecordBody(bytes: Uint8Array, lsn: Lsn, endLsn: Lsn): DecodedRecord {
-  const h = readRecordHeader(bytes, 0);
-  const totLen = h.totLen;
+  const totLen = u32(bytes, 0);
   if (bytes.byteLength !== totLen) throw new RecordDecodeError(`record holds ${bytes.byteLength} bytes but xl_tot_len is ${totLen}`);
   const blocks: BlockRef[] = [];
   let pos = SIZE_OF_XLOG_RECORD;
@@ -293,7 +292,7 @@ export function decodeRecordBody(bytes: Uint8Array, lsn: Lsn, endLsn: Lsn): Deco
   pos += mainDataLength;
   if (pos !== totLen) throw new RecordDecodeError(`payloads end at ${pos}, expected ${totLen}`);
   return {
-    lsn, endLsn, totLen, xid: h.xid, prev: h.prev, info: h.info, rmid: h.rmid, crc: h.crc,
+    lsn, endLsn, totLen, xid: u32(bytes, 4), prev: readU64(bytes, 8), info: bytes[16]!, rmid: bytes[17]!, crc: u32(bytes, 20),
     blocks, origin, toplevelXid, mainDataOffset, mainDataLength, bytes,
   };
 }
