@@ -38,7 +38,7 @@ import {
   DEFAULT_WAL_SEGMENT_SIZE, SIZE_OF_LONG_PAGE_HEADER, SIZE_OF_SHORT_PAGE_HEADER, SIZE_OF_XLOG_RECORD,
   XLOG_BLCKSZ, XLOG_PAGE_MAGIC, XLOG_RECORD_MAX_SIZE, XLP_ALL_FLAGS, XLP_FIRST_IS_CONTRECORD, XLP_LONG_HEADER,
 } from './walformat.ts';
-import { decodeRecordBody, RecordDecodeError, type DecodedRecord } from './xlogrecord.ts';
+import { decodeXLogRecord, RecordDecodeError, type DecodedRecord } from './xlogrecord.ts';
 import { InvalidInputError } from '../util/errors.ts';
 
 /** Why decoding stopped. */
@@ -394,7 +394,7 @@ export class WalStreamDecoder {
     }
     let record: DecodedRecord;
     try {
-      record = decodeRecordBody(bytes, lsn, this.base + BigInt(next));
+      record = decodeXLogRecord(bytes, lsn, this.base + BigInt(next));
     } catch (e) {
       if (e instanceof RecordDecodeError) {
         return this.end(start, 'bad-record', `invalid record at ${this.fmt(start)}: ${e.message}`);

@@ -129,7 +129,7 @@ export function fpiLength(rec: DecodedRecord): number {
   return n;
 }
 
-/** Thrown by decodeRecordBody; the stream decoder turns it into an end-of-WAL with the reason. */
+/** Thrown by decodeXLogRecord; the stream decoder turns it into an end-of-WAL with the reason. */
 export class RecordDecodeError extends Error {}
 
 function tooShort(what: string, remaining: number, need: number): RecordDecodeError {
@@ -155,7 +155,7 @@ export function readRecordHeader(b: Uint8Array, o: number): { totLen: number; xi
  * Decodes the block references and main data of a complete record whose CRC has been verified.
  * `bytes` holds exactly tot_len bytes. Throws RecordDecodeError describing the first inconsistency.
  */
-export function decodeRecordBody(bytes: Uint8Array, lsn: Lsn, endLsn: Lsn): DecodedRecord {
+export function decodeXLogRecord(bytes: Uint8Array, lsn: Lsn, endLsn: Lsn): DecodedRecord {
   const totLen = u32(bytes, 0);
   if (bytes.byteLength !== totLen) throw new RecordDecodeError(`record holds ${bytes.byteLength} bytes but xl_tot_len is ${totLen}`);
   const blocks: BlockRef[] = [];
