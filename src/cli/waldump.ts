@@ -12,6 +12,7 @@ import { formatLsn, formatLsnPadded, parseLsn, type Lsn } from '../postgres/lsn.
 import { recordTypeName, rmgrName } from '../postgres/rmgr.ts';
 import { scanWal } from '../postgres/walfiles.ts';
 import { FORK_NAMES, fpiLength, type DecodedRecord } from '../postgres/xlogrecord.ts';
+import { decodeRecordBody } from '../postgres/records/index.ts';
 import { LineWriter } from './output.ts';
 
 export interface WaldumpOptions {
@@ -55,6 +56,10 @@ export interface RecordJson {
   blocks: BlockJson[];
   origin?: number;
   toplevelXid?: number;
+  /** The typed body, for the record types the pageserver interprets. */
+  body?: unknown;
+  /** Why the body could not be decoded (the record's CRC was fine: this is damage or a Strata bug). */
+  bodyError?: string;
 }
 
 export function forkName(forkNum: number): string {
@@ -89,7 +94,23 @@ export function recordToJson(rec: DecodedRecord): RecordJson {
   };
   if (rec.origin !== 0) out.origin = rec.origin;
   if (rec.toplevelXid !== 0) out.toplevelXid = rec.toplevelXid;
+  try {
+    const typed = decodeRecordBody(rec);
+    if (typed !== null) out.body = typed.body;
+  } catch (e) {
+    out.bodyError = (e as Error).message;
+  }
   return out;
+}
+
+/**
+ * JSON.stringify replacer for record bodies: bigints become strings (LSN fields, named `...Lsn`,
+ * in X/X form), byte arrays become hex when short and a length when long.
+ */
+export function jsonReplacer(key: string, value: unknown): unknown {
+  if (typeof value === 'bigint') return key.endsWith('Lsn') ? formatLsn(value) : value.toString();
+  if (value instanceof Uint8Array) return value.byteLength <= 32 ? Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex') : `<${value.byteLength} bytes>`;
+  return value;
 }
 
 export function recordToText(rec: DecodedRecord): string {
@@ -127,12 +148,20 @@ export async function runWaldump(paths: string[], opts: WaldumpOptions, io: Wald
     throw new UsageError(`--end ${formatLsn(endLsn)} is before --start ${formatLsn(startLsn)}`);
   }
   const out = new LineWriter(io.stdout);
+  let bodyErrors = 0;
   let pending: Promise<void> | null = null;
   const result = await scanWal(
     paths,
     { ...(startLsn !== undefined ? { startLsn } : {}), ...(endLsn !== undefined ? { endLsn } : {}), afterChunk: () => pending },
     (rec) => {
-      const line = opts.json ? JSON.stringify(recordToJson(rec)) : recordToText(rec);
+      let line: string;
+      if (opts.json) {
+        const j = recordToJson(rec);
+        if (j.bodyError !== undefined && bodyErrors++ < 20) io.stderr.write(`strata waldump: record at ${j.lsn} (${j.rmgr}/${j.info}): ${j.bodyError}\n`);
+        line = JSON.stringify(j, jsonReplacer);
+      } else {
+        line = recordToText(rec);
+      }
       const p = out.line(line);
       if (p !== null) pending = p;
       return out.open;
@@ -141,10 +170,11 @@ export async function runWaldump(paths: string[], opts: WaldumpOptions, io: Wald
   await out.end();
   const e = result.end;
   const summary = `${result.records} records; WAL ends at ${formatLsn(e.lsn)}: ${e.reason}`;
-  if (e.clean) {
+  if (e.clean && bodyErrors === 0) {
     io.stderr.write(`strata waldump: ${summary}\n`);
     return 0;
   }
+  if (bodyErrors > 0) io.stderr.write(`strata waldump: error: ${bodyErrors} records have bodies that could not be decoded\n`);
   io.stderr.write(`strata waldump: error: ${summary}\n`);
   return 1;
 }

@@ -89,7 +89,7 @@ export async function runPgWaldump(pgBin: string, walDir: string, firstSegment: 
   let stdout = '';
   let stderr = '';
   try {
-    const r = await execFileP(join(pgBin, 'pg_waldump'), ['-b', '-p', walDir, firstSegment, ...(lastSegment ? [lastSegment] : [])], { maxBuffer: 2 * 1024 * 1024 * 1024 });
+    const r = await execFileP(join(pgBin, 'pg_waldump'), ['-b', '-p', walDir, firstSegment, ...(lastSegment ? [lastSegment] : [])], { maxBuffer: 2 * 1024 * 1024 * 1024, env: { ...process.env, TZ: 'UTC' } });
     stdout = r.stdout;
     stderr = r.stderr;
   } catch (e) {
