@@ -39,10 +39,15 @@ const [T0, T1, T2, T3, T4, T5, T6, T7] = T as [Uint32Array, Uint32Array, Uint32A
 
 /** Table-driven CRC-32C in JS. */
 export function crc32cJs(data: Uint8Array, previous = 0): number {
+  return crc32cJsRange(data, 0, data.length, previous);
+}
+
+/** Table-driven CRC-32C in JS over data[start, end), without making a view. */
+export function crc32cJsRange(data: Uint8Array, start: number, end: number, previous = 0): number {
   let crc = ~previous >>> 0;
-  let i = 0;
-  const n = data.length;
-  const end8 = n - (n % 8);
+  let i = start;
+  const n = end;
+  const end8 = n - ((n - start) % 8);
   for (; i < end8; i += 8) {
     const a = (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24)) ^ crc;
     crc =
@@ -51,6 +56,12 @@ export function crc32cJs(data: Uint8Array, previous = 0): number {
   }
   for (; i < n; i++) crc = T0[(crc ^ data[i]!) & 0xff]! ^ (crc >>> 8);
   return ~crc >>> 0;
+}
+
+/** CRC-32C of data[start, end): a view is made only when the native code is used. */
+export function crc32cRange(data: Uint8Array, start: number, end: number, previous?: number): number {
+  if (end - start < NATIVE_MIN_BYTES) return crc32cJsRange(data, start, end, previous ?? 0);
+  return crc32c(data.subarray(start, end), previous);
 }
 
 export function crc32c(data: Uint8Array, previous?: number): number {

@@ -31,7 +31,7 @@
  *  - chunks handed to push() are never written to; returned records may be views into them, so the
  *    caller must not reuse a chunk's memory after pushing it.
  */
-import { crc32c } from './crc32c.ts';
+import { crc32cRange } from './crc32c.ts';
 import { formatLsn, type Lsn } from './lsn.ts';
 import { isKnownRmid, RM_XLOG_ID } from './rmgr.ts';
 import {
@@ -89,6 +89,7 @@ export interface WalStreamDecoderOptions {
 
 const PAGE = XLOG_BLCKSZ;
 const ZERO_SCRATCH_SIZE = SIZE_OF_LONG_PAGE_HEADER;
+const SLAB_BYTES = 4 * 1024 * 1024;
 /** Marks a checkPageHeader problem that is a normal end of WAL rather than damage. */
 const STALE_PAGE = '\u0000stale:';
 
@@ -267,36 +268,39 @@ export class WalStreamDecoder {
   }
 
   private checkPageHeader(h: Uint8Array, pageStart: number, segOff: number, magic: number, info: number): string | null {
-    const at = this.fmt(pageStart);
     if (magic !== XLOG_PAGE_MAGIC) {
-      return `invalid magic number 0x${magic.toString(16).toUpperCase().padStart(4, '0')} in WAL page at ${at} (PostgreSQL 15 WAL has 0xD110)`;
+      return `invalid magic number 0x${magic.toString(16).toUpperCase().padStart(4, '0')} in WAL page at ${this.fmt(pageStart)} (PostgreSQL 15 WAL has 0xD110)`;
     }
-    if ((info & ~XLP_ALL_FLAGS) !== 0) return `invalid info bits 0x${info.toString(16)} in WAL page at ${at}`;
+    if ((info & ~XLP_ALL_FLAGS) !== 0) return `invalid info bits 0x${info.toString(16)} in WAL page at ${this.fmt(pageStart)}`;
     const isLong = (info & XLP_LONG_HEADER) !== 0;
-    if (segOff === 0 && !isLong) return `WAL page at ${at} starts a segment but has no long header`;
-    if (segOff !== 0 && isLong) return `unexpected long page header in the middle of a segment at ${at}`;
-    const pageAddr = (BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8));
-    const expected = this.base + BigInt(pageStart);
+    if (segOff === 0 && !isLong) return `WAL page at ${this.fmt(pageStart)} starts a segment but has no long header`;
+    if (segOff !== 0 && isLong) return `unexpected long page header in the middle of a segment at ${this.fmt(pageStart)}`;
+    const expectedAbs = this.baseNum + pageStart;
+    const addrMatches = expectedAbs <= Number.MAX_SAFE_INTEGER
+      ? readU32(h, 8) === expectedAbs % 0x1_0000_0000 && readU32(h, 12) === Math.floor(expectedAbs / 0x1_0000_0000)
+      : ((BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8))) === this.base + BigInt(pageStart);
     if (isLong) {
       const sysid = (BigInt(readU32(h, 28)) << 32n) | BigInt(readU32(h, 24));
       const segSize = readU32(h, 32);
       const blcksz = readU32(h, 36);
-      if (segSize !== this.segmentSizeBytes) return `WAL segment at ${at} has segment size ${segSize}, expected ${this.segmentSizeBytes}`;
-      if (blcksz !== PAGE) return `WAL segment at ${at} has WAL block size ${blcksz}, expected ${PAGE}`;
+      if (segSize !== this.segmentSizeBytes) return `WAL segment at ${this.fmt(pageStart)} has segment size ${segSize}, expected ${this.segmentSizeBytes}`;
+      if (blcksz !== PAGE) return `WAL segment at ${this.fmt(pageStart)} has WAL block size ${blcksz}, expected ${PAGE}`;
       if (this.systemId !== undefined && sysid !== this.systemId) {
-        return `WAL segment at ${at} belongs to another database system: system identifier ${sysid}, expected ${this.systemId}`;
+        return `WAL segment at ${this.fmt(pageStart)} belongs to another database system: system identifier ${sysid}, expected ${this.systemId}`;
       }
-      if (pageAddr === expected) this.systemId ??= sysid;
+      if (addrMatches) this.systemId ??= sysid;
     }
-    if (pageAddr !== expected) {
+    if (!addrMatches) {
+      const pageAddr = (BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8));
+      const expected = this.base + BigInt(pageStart);
       if (pageAddr < expected && pageAddr % BigInt(PAGE) === 0n) {
         // Recycled segments keep their old pages: an older page address is the normal end of written WAL.
-        return STALE_PAGE + `WAL page at ${at} holds older WAL (page address ${formatLsn(pageAddr)}): end of written WAL`;
+        return STALE_PAGE + `WAL page at ${this.fmt(pageStart)} holds older WAL (page address ${formatLsn(pageAddr)}): end of written WAL`;
       }
-      return `unexpected page address ${formatLsn(pageAddr)} in WAL page at ${at} (a recycled segment, or WAL from elsewhere)`;
+      return `unexpected page address ${formatLsn(pageAddr)} in WAL page at ${this.fmt(pageStart)} (a recycled segment, or WAL from elsewhere)`;
     }
     const tli = readU32(h, 4);
-    if (tli < this.minTimeline) return `out-of-sequence timeline ID ${tli} (after ${this.minTimeline}) in WAL page at ${at}`;
+    if (tli < this.minTimeline) return `out-of-sequence timeline ID ${tli} (after ${this.minTimeline}) in WAL page at ${this.fmt(pageStart)}`;
     this.minTimeline = tli;
     this.currentTimeline = tli;
     return null;
@@ -310,6 +314,23 @@ export class WalStreamDecoder {
     const pageStart = start - (start % PAGE);
     const pageEnd = pageStart + PAGE;
     const onFirstPage = pageEnd - start; // >= 8, a multiple of 8
+
+    // Fast path for most records: wholly on this page and in one chunk, header and CRC valid.
+    // It makes one view (the record's bytes) and no copies; anything else takes the general path
+    // below, which also produces the error descriptions.
+    const ci = this.findChunk(start);
+    if (ci >= 0) {
+      const c = this.chunks[ci]!;
+      const rel = start - this.chunkStarts[ci]!;
+      if (rel + SIZE_OF_XLOG_RECORD <= c.length) {
+        const totLen = readU32(c, rel);
+        if (totLen >= SIZE_OF_XLOG_RECORD && totLen <= onFirstPage && rel + totLen <= c.length &&
+            this.checkRecordHeader(c, rel, start) === null &&
+            crc32cRange(c, rel, rel + 20, crc32cRange(c, rel + SIZE_OF_XLOG_RECORD, rel + totLen)) === readU32(c, rel + 20)) {
+          return this.finishRecord(c.subarray(rel, rel + totLen), start, start + totLen);
+        }
+      }
+    }
     if (this.availEnd < start + 4) return this.needMore(start, 'a record header');
     const totLen = this.u32At(start);
     if (totLen === 0) {
@@ -324,7 +345,7 @@ export class WalStreamDecoder {
     let headerChecked = false;
     if (onFirstPage >= SIZE_OF_XLOG_RECORD) {
       if (this.availEnd < start + SIZE_OF_XLOG_RECORD) return this.needMore(start, 'a record header');
-      const problem = this.checkRecordHeader(this.bytes(start, SIZE_OF_XLOG_RECORD, this.scratch), start);
+      const problem = this.checkRecordHeader(this.bytes(start, SIZE_OF_XLOG_RECORD, this.scratch), 0, start);
       if (problem !== null) return this.end(start, 'bad-record-header', problem);
       headerChecked = true;
     }
@@ -367,23 +388,27 @@ export class WalStreamDecoder {
       }
       endOff = this.pendingLastEnd;
       if (this.availEnd < endOff) return this.needMore(start, `a ${totLen}-byte record`);
-      bytes = this.gather(start, totLen, new Uint8Array(totLen));
+      bytes = this.gather(start, totLen, this.allocRecord(totLen));
       this.pendingStart = -1;
       if (!headerChecked) {
         // The 24-byte header was split across pages; check it now that it is whole.
-        const problem = this.checkRecordHeader(bytes, start);
+        const problem = this.checkRecordHeader(bytes, 0, start);
         if (problem !== null) return this.end(start, 'bad-record-header', problem);
       }
     }
 
     // CRC-32C: the body after the 24-byte header first, then the header's first 20 bytes.
     const storedCrc = readU32(bytes, 20);
-    const crc = crc32c(bytes.subarray(0, 20), crc32c(bytes.subarray(SIZE_OF_XLOG_RECORD, totLen)));
+    const crc = crc32cRange(bytes, 0, 20, crc32cRange(bytes, SIZE_OF_XLOG_RECORD, totLen));
     if (crc !== storedCrc) {
       return this.end(start, 'bad-crc', `incorrect resource manager data checksum in record at ${this.fmt(start)} (stored 0x${storedCrc.toString(16)}, computed 0x${crc.toString(16)})`);
     }
+    return this.finishRecord(bytes, start, endOff);
+  }
 
-    const lsn = this.base + BigInt(start);
+  /** Decodes a checked record (header and CRC valid) and moves past it. */
+  private finishRecord(bytes: Uint8Array, start: number, endOff: number): WalStreamItem {
+    const lsn = this.lsnAt(start);
     let next = align8(endOff);
     const rmid = bytes[17]!;
     const isSwitch = rmid === RM_XLOG_ID && (bytes[16]! & 0xf0) === 0x40;
@@ -394,7 +419,7 @@ export class WalStreamDecoder {
     }
     let record: DecodedRecord;
     try {
-      record = decodeXLogRecord(bytes, lsn, this.base + BigInt(next));
+      record = decodeXLogRecord(bytes, lsn, this.lsnAt(next));
     } catch (e) {
       if (e instanceof RecordDecodeError) {
         return this.end(start, 'bad-record', `invalid record at ${this.fmt(start)}: ${e.message}`);
@@ -426,17 +451,17 @@ export class WalStreamDecoder {
     }
   }
 
-  private checkRecordHeader(h: Uint8Array, start: number): string | null {
-    const rmid = h[17]!;
+  private checkRecordHeader(h: Uint8Array, o: number, start: number): string | null {
+    const rmid = h[o + 17]!;
     if (!isKnownRmid(rmid)) return `invalid resource manager ID ${rmid} at ${this.fmt(start)}`;
     if (this.prevRecordLsn !== undefined) {
       // Compare halves as numbers: no bigint work on the per-record path unless it fails.
-      if (readU32(h, 8) !== this.prevLo || readU32(h, 12) !== this.prevHi) {
-        const prev = (BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8));
+      if (readU32(h, o + 8) !== this.prevLo || readU32(h, o + 12) !== this.prevHi) {
+        const prev = (BigInt(readU32(h, o + 12)) << 32n) | BigInt(readU32(h, o + 8));
         return `record with incorrect prev-link ${formatLsn(prev)} at ${this.fmt(start)} (previous record is at ${formatLsn(this.prevRecordLsn)})`;
       }
-    } else if (((BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8))) >= this.base + BigInt(start)) {
-      const prev = (BigInt(readU32(h, 12)) << 32n) | BigInt(readU32(h, 8));
+    } else if (((BigInt(readU32(h, o + 12)) << 32n) | BigInt(readU32(h, o + 8))) >= this.base + BigInt(start)) {
+      const prev = (BigInt(readU32(h, o + 12)) << 32n) | BigInt(readU32(h, o + 8));
       return `record with incorrect prev-link ${formatLsn(prev)} at ${this.fmt(start)} (not before the record)`;
     }
     return null;
@@ -489,6 +514,34 @@ export class WalStreamDecoder {
     }
   }
 
+  /**
+   * Memory for a reassembled record, carved from 4 MiB slabs: one allocation per slab instead of
+   * one per record. A slab's bytes are handed out once and never rewritten, so records stay valid
+   * for as long as the caller keeps them (the slab lives until all its records are garbage).
+   */
+  private allocRecord(n: number): Uint8Array {
+    if (n > SLAB_BYTES / 4) return new Uint8Array(n);
+    if (this.slabUsed + n > this.slab.length) {
+      this.slab = new Uint8Array(SLAB_BYTES);
+      this.slabUsed = 0;
+    }
+    const out = this.slab.subarray(this.slabUsed, this.slabUsed + n);
+    this.slabUsed += (n + 7) & ~7;
+    return out;
+  }
+
+  private slab = new Uint8Array(0);
+  private slabUsed = 0;
+
+  /** Index of the chunk holding `off`, or -1 when it is not buffered. */
+  private findChunk(off: number): number {
+    const starts = this.chunkStarts;
+    for (let i = 0; i < starts.length; i++) {
+      if (off < starts[i]! + this.chunks[i]!.length) return off >= starts[i]! ? i : -1;
+    }
+    return -1;
+  }
+
   private chunkIndex(off: number): number {
     const starts = this.chunkStarts;
     for (let i = 0; i < starts.length; i++) {
@@ -531,6 +584,12 @@ export class WalStreamDecoder {
     this.chunks = [];
     this.chunkStarts = [];
     return this.ended;
+  }
+
+  /** The LSN of an offset: one bigint conversion on the per-record path (exact below 2^53). */
+  private lsnAt(off: number): Lsn {
+    const abs = this.baseNum + off;
+    return abs <= Number.MAX_SAFE_INTEGER ? BigInt(abs) : this.base + BigInt(off);
   }
 
   private fmt(off: number): string {

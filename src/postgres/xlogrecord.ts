@@ -143,7 +143,10 @@ function u32(b: Uint8Array, o: number): number {
   return (b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24)) >>> 0;
 }
 export function readU64(b: Uint8Array, o: number): bigint {
-  return (BigInt(u32(b, o + 4)) << 32n) | BigInt(u32(b, o));
+  const hi = u32(b, o + 4);
+  const lo = u32(b, o);
+  // One bigint conversion instead of four when the value fits a double exactly (below 2^53).
+  return hi < 0x20_0000 ? BigInt(hi * 0x1_0000_0000 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }
 
 /** Reads the fixed header fields needed before the rest of the record is available. */
