@@ -4,16 +4,16 @@
  * 1. A throwaway PostgreSQL 15 writes real WAL: `pgbench -i` plus a short pgbench run (≥ 256 MB of
  *    WAL in the full form, about 40 MB with BENCH_QUICK=1). Generation is not timed.
  * 2. The segments are copied aside and the server is stopped, so nothing else runs while timing.
- * 3. Timed, best of N runs each (Strata after one untimed warm-up run for the JIT), on the same files:
+ * 3. Timed, best of N runs each, on the same files:
  *      - Strata's decoder (read + page headers + reassembly + CRC-32C + block-reference decode,
- *        no printing), in this process;
+ *        no printing), in a child process (bench/wal-decode.ts) after 3 untimed warm-up runs;
  *      - `pg_waldump --stats` (PostgreSQL's reader doing the same work plus per-rmgr counting);
  *      - `pg_waldump` printing every record (to /dev/null).
  *    The ratios are Strata's MB/s divided by the reference's MB/s (> 1 means Strata is faster).
  *
  * The last line printed is one JSON object with the figures.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -72,41 +72,30 @@ async function main(): Promise<void> {
   const walBytes = Number(endLsn - startLsn);
   log(`WAL ${formatLsn(startLsn)} .. ${formatLsn(endLsn)}: ${(walBytes / 1e6).toFixed(1)} MB in ${files.length} segments`);
 
-  // Strata: decode everything (no printing), best of N.
-  let strataMs = Infinity;
-  let records = 0;
-  let decodedBytes = 0;
-  // One untimed warm-up run lets V8 compile the hot path (a pageserver decodes WAL all day).
-  for (let i = -1; i < runs; i++) {
-    let n = 0;
-    let first = 0n;
-    let last = 0n;
-    const t0 = performance.now();
-    const r = await scanWal(files, {}, (rec) => {
-      if (n === 0) first = rec.lsn;
-      last = rec.endLsn;
-      n++;
-    });
-    const ms = performance.now() - t0;
-    if (!r.end.clean) throw new Error(`Strata's decoder did not end cleanly: ${r.end.reason}`);
-    records = n;
-    decodedBytes = Number(last - first);
-    if (i < 0) {
-      log(`strata warm-up run: ${ms.toFixed(0)} ms, ${n} records`);
-      continue;
-    }
-    strataMs = Math.min(strataMs, ms);
-    log(`strata decode run ${i + 1}: ${ms.toFixed(0)} ms, ${n} records`);
-  }
+  // Flush the copied files so kernel writeback does not run during the timed runs.
+  execFileSync('sync');
   const pgBin = pg.binDir;
   const first = basename(files[0]!);
   const lastSeg = basename(files[files.length - 1]!);
+  // Strata's decoder runs in a child process (clean heap, like pg_waldump's own process); it does
+  // untimed warm-up runs so V8 has compiled the hot path (a pageserver decodes WAL all day).
+  const child = execFileSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'wal-decode.ts'), ...files], {
+    env: { ...process.env, WARMUP: '3', RUNS: String(runs) },
+    maxBuffer: 1024 * 1024,
+  }).toString();
+  const decoded = JSON.parse(child.trim().split('\n').pop()!) as { msList: number[]; records: number; bytes: number };
+  const strataMs = Math.min(...decoded.msList);
+  const records = decoded.records;
+  const decodedBytes = decoded.bytes;
+  log(`strata decode runs (after 3 warm-ups): ${decoded.msList.map((m) => m.toFixed(0)).join(', ')} ms; ${records} records`);
   let statsMs = Infinity;
   let textMs = Infinity;
   for (let i = 0; i < runs; i++) {
-    statsMs = Math.min(statsMs, await timeProcess(join(pgBin, 'pg_waldump'), ['--stats', '-p', walCopy, first, lastSeg]));
-    textMs = Math.min(textMs, await timeProcess(join(pgBin, 'pg_waldump'), ['-p', walCopy, first, lastSeg]));
-    log(`pg_waldump run ${i + 1}: --stats ${statsMs.toFixed(0)} ms, text ${textMs.toFixed(0)} ms (best so far)`);
+    const st = await timeProcess(join(pgBin, 'pg_waldump'), ['--stats', '-p', walCopy, first, lastSeg]);
+    const tx = await timeProcess(join(pgBin, 'pg_waldump'), ['-p', walCopy, first, lastSeg]);
+    statsMs = Math.min(statsMs, st);
+    textMs = Math.min(textMs, tx);
+    log(`pg_waldump run ${i + 1}: --stats ${st.toFixed(0)} ms, text ${tx.toFixed(0)} ms`);
   }
   await rm(work, { recursive: true, force: true });
 
