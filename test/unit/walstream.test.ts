@@ -9,28 +9,11 @@ import { WalStreamDecoder, type WalEnd } from '../../src/postgres/walstream.ts';
 import { WalWriter, type RecordSpec } from '../../src/postgres/walwriter.ts';
 import type { DecodedRecord } from '../../src/postgres/xlogrecord.ts';
 import { formatLsn } from '../../src/postgres/lsn.ts';
+import { randomBytes, rng } from './test-compressors.ts';
 
 const SEG = 1024 * 1024; // small segments keep the buffers small
 const SYSID = 7318912345678901234n;
 const START = 0x3000028n; // just after the long page header of a segment start (1 MiB segments)
-
-/** Deterministic PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomBytes(r: () => number, n: number): Uint8Array {
-  const b = new Uint8Array(n);
-  for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
-  return b;
-}
 
 function randomSpec(r: () => number): RecordSpec {
   const blocks: RecordSpec['blocks'] = [];
