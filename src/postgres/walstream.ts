@@ -8,7 +8,7 @@
  * mid-record), tools read it from files (chunks end at read-buffer boundaries); the WAL format is
  * the same and the same bugs would hide in two readers.
  *
- * How it works. The decoder keeps a queue of pushed chunks and a read position. Positions are
+ * How it works. The decoder keeps a queue of pushed chunks (bytequeue.ts) and a read position. Positions are
  * tracked as JS numbers relative to `base` (the start of the segment holding the start LSN) so the
  * per-byte arithmetic stays in fast integer math; LSNs become bigints only at the API boundary.
  * At each page boundary it reads and validates the page header (magic, flags, page address, the
@@ -31,6 +31,7 @@
  *  - chunks handed to push() are never written to; returned records may be views into them, so the
  *    caller must not reuse a chunk's memory after pushing it.
  */
+import { ByteQueue, RecordSlab } from './bytequeue.ts';
 import { crc32cRange } from './crc32c.ts';
 import { formatLsn, type Lsn } from './lsn.ts';
 import { isKnownRmid, RM_XLOG_ID } from './rmgr.ts';
@@ -89,7 +90,6 @@ export interface WalStreamDecoderOptions {
 
 const PAGE = XLOG_BLCKSZ;
 const ZERO_SCRATCH_SIZE = SIZE_OF_LONG_PAGE_HEADER;
-const SLAB_BYTES = 4 * 1024 * 1024;
 /** Marks a checkPageHeader problem that is a normal end of WAL rather than damage. */
 const STALE_PAGE = '\u0000stale:';
 
@@ -105,10 +105,8 @@ export class WalStreamDecoder {
   /** Read position, as an offset from base. */
   private pos: number;
   /** Chunks not yet fully consumed, and the offset of each one's first byte. */
-  private chunks: Uint8Array[] = [];
-  private chunkStarts: number[] = [];
-  /** Offset just past the last buffered byte. */
-  private availEnd: number;
+  private readonly queue: ByteQueue;
+  private readonly slab = new RecordSlab();
   private inputFinished = false;
   private ended: WalEnd | null = null;
 
@@ -150,12 +148,12 @@ export class WalStreamDecoder {
       throw new InvalidInputError(`WAL start ${formatLsn(opts.startLsn)} points inside a segment's long page header`);
     }
     this.findFirst = pageOff === 0;
-    this.availEnd = this.pos;
+    this.queue = new ByteQueue(this.pos);
   }
 
   /** LSN of the next byte the decoder expects to be pushed. */
   get inputLsn(): Lsn {
-    return this.base + BigInt(this.availEnd);
+    return this.base + BigInt(this.queue.end);
   }
 
   /** LSN where the next record (or page) will be read. */
@@ -180,16 +178,12 @@ export class WalStreamDecoder {
     if (this.ended !== null) return; // nothing more will be decoded; drop the bytes
     // A plain Uint8Array view: its subarray() is much cheaper than Buffer's in the per-record path.
     const buf = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (this.availEnd + buf.byteLength - this.pos > this.maxBufferedBytes) {
+    if (this.queue.end + buf.byteLength - this.pos > this.maxBufferedBytes) {
       throw new InvalidInputError(
-        `WAL decoder buffer limit: ${this.availEnd + buf.byteLength - this.pos} bytes ahead of ${formatLsn(this.readLsn)} exceed ${this.maxBufferedBytes}; call next() after each push()`,
+        `WAL decoder buffer limit: ${this.queue.end + buf.byteLength - this.pos} bytes ahead of ${formatLsn(this.readLsn)} exceed ${this.maxBufferedBytes}; call next() after each push()`,
       );
     }
-    const chunkStart = this.availEnd;
-    this.availEnd += buf.byteLength;
-    if (this.availEnd <= this.pos) return; // padding after XLOG_SWITCH that we are skipping
-    this.chunks.push(buf);
-    this.chunkStarts.push(chunkStart);
+    this.queue.append(buf, this.pos); // bytes before pos: padding after XLOG_SWITCH that we skip
   }
 
   /** Declares the end of input: an incomplete record at the end becomes an 'incomplete' end. */
@@ -225,13 +219,13 @@ export class WalStreamDecoder {
   private readPageHeaderAt(pageStart: number, advance: boolean): number | WalEnd | null {
     const segOff = pageStart % this.segmentSizeBytes;
     const hdrSize = segOff === 0 ? SIZE_OF_LONG_PAGE_HEADER : SIZE_OF_SHORT_PAGE_HEADER;
-    if (this.availEnd < pageStart + hdrSize) {
-      if (this.inputFinished && this.availEnd <= pageStart && advance && this.pendingStart < 0) {
+    if (this.queue.end < pageStart + hdrSize) {
+      if (this.inputFinished && this.queue.end <= pageStart && advance && this.pendingStart < 0) {
         return this.end(pageStart, 'end-of-input', `input ends at page boundary ${this.fmt(pageStart)}`, true);
       }
       return null;
     }
-    const h = this.bytes(pageStart, hdrSize, this.scratch);
+    const h = this.queue.view(pageStart, hdrSize, this.scratch);
     const magic = h[0]! | (h[1]! << 8);
     const info = h[2]! | (h[3]! << 8);
     if (magic === 0 && isAllZero(h, hdrSize)) {
@@ -318,10 +312,10 @@ export class WalStreamDecoder {
     // Fast path for most records: wholly on this page and in one chunk, header and CRC valid.
     // It makes one view (the record's bytes) and no copies; anything else takes the general path
     // below, which also produces the error descriptions.
-    const ci = this.findChunk(start);
+    const ci = this.queue.find(start);
     if (ci >= 0) {
-      const c = this.chunks[ci]!;
-      const rel = start - this.chunkStarts[ci]!;
+      const c = this.queue.chunks[ci]!;
+      const rel = start - this.queue.starts[ci]!;
       if (rel + SIZE_OF_XLOG_RECORD <= c.length) {
         const totLen = readU32(c, rel);
         if (totLen >= SIZE_OF_XLOG_RECORD && totLen <= onFirstPage && rel + totLen <= c.length &&
@@ -331,8 +325,8 @@ export class WalStreamDecoder {
         }
       }
     }
-    if (this.availEnd < start + 4) return this.needMore(start, 'a record header');
-    const totLen = this.u32At(start);
+    if (this.queue.end < start + 4) return this.needMore(start, 'a record header');
+    const totLen = this.queue.u32At(start, this.scratch);
     if (totLen === 0) {
       return this.end(start, 'zeros', `invalid record length at ${this.fmt(start)}: wanted 24, got 0 (end of written WAL)`, true);
     }
@@ -344,8 +338,8 @@ export class WalStreamDecoder {
     }
     let headerChecked = false;
     if (onFirstPage >= SIZE_OF_XLOG_RECORD) {
-      if (this.availEnd < start + SIZE_OF_XLOG_RECORD) return this.needMore(start, 'a record header');
-      const problem = this.checkRecordHeader(this.bytes(start, SIZE_OF_XLOG_RECORD, this.scratch), 0, start);
+      if (this.queue.end < start + SIZE_OF_XLOG_RECORD) return this.needMore(start, 'a record header');
+      const problem = this.checkRecordHeader(this.queue.view(start, SIZE_OF_XLOG_RECORD, this.scratch), 0, start);
       if (problem !== null) return this.end(start, 'bad-record-header', problem);
       headerChecked = true;
     }
@@ -353,8 +347,8 @@ export class WalStreamDecoder {
     let bytes: Uint8Array;
     let endOff: number; // unaligned end of the record's last byte + 1
     if (totLen <= onFirstPage) {
-      if (this.availEnd < start + totLen) return this.needMore(start, `a ${totLen}-byte record`);
-      bytes = this.bytes(start, totLen, null);
+      if (this.queue.end < start + totLen) return this.needMore(start, `a ${totLen}-byte record`);
+      bytes = this.queue.view(start, totLen, null);
       endOff = start + totLen;
     } else {
       // Validate continuation pages as they become available, then reassemble.
@@ -371,7 +365,7 @@ export class WalStreamDecoder {
           // Report the end at the record that could not be completed, with the page's problem.
           return this.end(start, hs.code, `record at ${this.fmt(start)} cannot be completed: ${hs.reason}`, hs.clean);
         }
-        const h = this.bytes(p, hs, this.scratch);
+        const h = this.queue.view(p, hs, this.scratch);
         const info = h[2]! | (h[3]! << 8);
         const remLen = readU32(h, 16);
         if ((info & XLP_FIRST_IS_CONTRECORD) === 0) {
@@ -387,8 +381,8 @@ export class WalStreamDecoder {
         this.pendingLastEnd = p + hs + take;
       }
       endOff = this.pendingLastEnd;
-      if (this.availEnd < endOff) return this.needMore(start, `a ${totLen}-byte record`);
-      bytes = this.gather(start, totLen, this.allocRecord(totLen));
+      if (this.queue.end < endOff) return this.needMore(start, `a ${totLen}-byte record`);
+      bytes = this.gather(start, totLen, this.slab.alloc(totLen));
       this.pendingStart = -1;
       if (!headerChecked) {
         // The 24-byte header was split across pages; check it now that it is whole.
@@ -470,17 +464,6 @@ export class WalStreamDecoder {
   // -------------------------------------------------------------------------------------------
   // Byte access over the chunk queue
 
-  /** Contiguous LSN range [off, off+len) as a view when it lies in one chunk, else copied into `into` (or a new buffer). */
-  private bytes(off: number, len: number, into: Uint8Array | null): Uint8Array {
-    const i = this.chunkIndex(off);
-    const c = this.chunks[i]!;
-    const rel = off - this.chunkStarts[i]!;
-    if (rel + len <= c.byteLength) return c.subarray(rel, rel + len);
-    const out = into !== null && into.byteLength >= len ? into : new Uint8Array(len);
-    this.copyOut(off, len, out, 0);
-    return out.subarray(0, len);
-  }
-
   /** Copies `len` record bytes starting at `off` into `out`, skipping page headers on the way. */
   private gather(off: number, len: number, out: Uint8Array): Uint8Array {
     let written = 0;
@@ -492,97 +475,32 @@ export class WalStreamDecoder {
         continue;
       }
       const n = Math.min(len - written, PAGE - pageOff);
-      this.copyOut(p, n, out, written);
+      this.queue.copyOut(p, n, out, written);
       written += n;
       p += n;
     }
     return out;
   }
 
-  private copyOut(off: number, len: number, out: Uint8Array, outOff: number): void {
-    let i = this.chunkIndex(off);
-    let p = off;
-    let done = 0;
-    while (done < len) {
-      const c = this.chunks[i]!;
-      const rel = p - this.chunkStarts[i]!;
-      const n = Math.min(len - done, c.byteLength - rel);
-      out.set(c.subarray(rel, rel + n), outOff + done);
-      done += n;
-      p += n;
-      i++;
-    }
-  }
-
-  /**
-   * Memory for a reassembled record, carved from 4 MiB slabs: one allocation per slab instead of
-   * one per record. A slab's bytes are handed out once and never rewritten, so records stay valid
-   * for as long as the caller keeps them (the slab lives until all its records are garbage).
-   */
-  private allocRecord(n: number): Uint8Array {
-    if (n > SLAB_BYTES / 4) return new Uint8Array(n);
-    if (this.slabUsed + n > this.slab.length) {
-      this.slab = new Uint8Array(SLAB_BYTES);
-      this.slabUsed = 0;
-    }
-    const out = this.slab.subarray(this.slabUsed, this.slabUsed + n);
-    this.slabUsed += (n + 7) & ~7;
-    return out;
-  }
-
-  private slab = new Uint8Array(0);
-  private slabUsed = 0;
-
-  /** Index of the chunk holding `off`, or -1 when it is not buffered. */
-  private findChunk(off: number): number {
-    const starts = this.chunkStarts;
-    for (let i = 0; i < starts.length; i++) {
-      if (off < starts[i]! + this.chunks[i]!.length) return off >= starts[i]! ? i : -1;
-    }
-    return -1;
-  }
-
-  private chunkIndex(off: number): number {
-    const starts = this.chunkStarts;
-    for (let i = 0; i < starts.length; i++) {
-      if (off < starts[i]! + this.chunks[i]!.byteLength) return i;
-    }
-    throw new RangeError(`WAL decoder: offset ${off} is not buffered`);
-  }
-
-  private u32At(off: number): number {
-    const i = this.chunkIndex(off);
-    const c = this.chunks[i]!;
-    const rel = off - this.chunkStarts[i]!;
-    if (rel + 4 <= c.byteLength) return readU32(c, rel);
-    return readU32(this.bytes(off, 4, this.scratch), 0);
-  }
-
   /** Moves the read position and drops chunks that lie wholly before it. */
   private advanceTo(off: number): void {
     this.pos = off;
-    let drop = 0;
-    while (drop < this.chunks.length && this.chunkStarts[drop]! + this.chunks[drop]!.byteLength <= off) drop++;
-    if (drop > 0) {
-      this.chunks.splice(0, drop);
-      this.chunkStarts.splice(0, drop);
-    }
+    this.queue.dropBefore(off);
     // After XLOG_SWITCH, `off` may lie beyond the bytes received so far: the padding still
     // arrives through push() and is dropped there.
   }
 
   private needMore(at: number, what: string): WalEnd | null {
     if (!this.inputFinished) return null;
-    if (this.availEnd <= at && this.pendingStart < 0) {
+    if (this.queue.end <= at && this.pendingStart < 0) {
       return this.end(at, 'end-of-input', `input ends at ${this.fmt(at)}, a record boundary`, true);
     }
-    return this.end(at, 'incomplete', `input ends at ${this.fmt(this.availEnd)} inside ${what} starting at ${this.fmt(at)}`);
+    return this.end(at, 'incomplete', `input ends at ${this.fmt(this.queue.end)} inside ${what} starting at ${this.fmt(at)}`);
   }
 
   private end(at: number, code: WalEndCode, reason: string, clean = false): WalEnd {
     this.ended = { kind: 'end', lsn: this.base + BigInt(at), code, reason, clean };
-    this.chunks = [];
-    this.chunkStarts = [];
+    this.queue.clear();
     return this.ended;
   }
 
