@@ -39,19 +39,7 @@ export function formatLsnPadded(lsn: Lsn): string {
   return `${hi.toString(16).toUpperCase()}/${lo.toString(16).toUpperCase().padStart(8, '0')}`;
 }
 
-export function isValidLsn(lsn: Lsn): boolean {
-  return lsn !== INVALID_LSN;
-}
-
 /** Rounds up to the next multiple of 8 (MAXALIGN on x86-64). */
 export function maxAlignLsn(lsn: Lsn): Lsn {
   return (lsn + 7n) & ~7n;
-}
-
-export function lsnMax(a: Lsn, b: Lsn): Lsn {
-  return a > b ? a : b;
-}
-
-export function lsnMin(a: Lsn, b: Lsn): Lsn {
-  return a < b ? a : b;
 }

@@ -104,12 +104,16 @@ export async function scanWal(
   opts: ScanWalOptions,
   onRecord: (rec: DecodedRecord) => boolean | void,
 ): Promise<ScanWalResult> {
-  let segSize = opts.segmentSizeBytes;
-  if (segSize === undefined) {
-    const first = (await listWalSegments(paths, DEFAULT_WAL_SEGMENT_SIZE))[0];
-    segSize = (first && (await detectSegmentSize(first.path))) ?? DEFAULT_WAL_SEGMENT_SIZE;
+  let segSize = opts.segmentSizeBytes ?? DEFAULT_WAL_SEGMENT_SIZE;
+  let segments = await listWalSegments(paths, segSize);
+  if (opts.segmentSizeBytes === undefined && segments.length > 0) {
+    // The names map to positions through the segment size: list again only if it is not the default.
+    const detected = await detectSegmentSize(segments[0]!.path);
+    if (detected !== undefined && detected !== segSize) {
+      segSize = detected;
+      segments = await listWalSegments(paths, segSize);
+    }
   }
-  const segments = await listWalSegments(paths, segSize);
   if (segments.length === 0) throw new InvalidInputError(`no WAL segment files found in ${paths.join(', ')}`);
   const segBig = BigInt(segSize);
   const firstSegStart = segments[0]!.segNo * segBig;

@@ -65,6 +65,12 @@ export interface WalEnd {
   clean: boolean;
 }
 
+/** A page header that cannot be read: `stale` when it is an older page (the normal end of WAL). */
+interface PageProblem {
+  stale: boolean;
+  reason: string;
+}
+
 export interface WalRecordItem {
   kind: 'record';
   record: DecodedRecord;
@@ -90,8 +96,6 @@ export interface WalStreamDecoderOptions {
 
 const PAGE = XLOG_BLCKSZ;
 const ZERO_SCRATCH_SIZE = SIZE_OF_LONG_PAGE_HEADER;
-/** Marks a checkPageHeader problem that is a normal end of WAL rather than damage. */
-const STALE_PAGE = '\u0000stale:';
 
 export class WalStreamDecoder {
   readonly segmentSizeBytes: number;
@@ -232,10 +236,7 @@ export class WalStreamDecoder {
       return this.end(pageStart, 'zeros', `WAL page at ${this.fmt(pageStart)} is all zeros (end of written WAL)`, true);
     }
     const problem = this.checkPageHeader(h, pageStart, segOff, magic, info);
-    if (problem !== null) {
-      if (problem.startsWith(STALE_PAGE)) return this.end(pageStart, 'stale-page', problem.slice(STALE_PAGE.length), true);
-      return this.end(pageStart, 'bad-page-header', problem);
-    }
+    if (problem !== null) return this.end(pageStart, problem.stale ? 'stale-page' : 'bad-page-header', problem.reason, problem.stale);
     if (!advance) return hdrSize;
     const remLen = readU32(h, 16);
     const isCont = (info & XLP_FIRST_IS_CONTRECORD) !== 0;
@@ -261,14 +262,14 @@ export class WalStreamDecoder {
     return hdrSize;
   }
 
-  private checkPageHeader(h: Uint8Array, pageStart: number, segOff: number, magic: number, info: number): string | null {
+  private checkPageHeader(h: Uint8Array, pageStart: number, segOff: number, magic: number, info: number): PageProblem | null {
     if (magic !== XLOG_PAGE_MAGIC) {
-      return `invalid magic number 0x${magic.toString(16).toUpperCase().padStart(4, '0')} in WAL page at ${this.fmt(pageStart)} (PostgreSQL 15 WAL has 0xD110)`;
+      return { stale: false, reason: `invalid magic number 0x${magic.toString(16).toUpperCase().padStart(4, '0')} in WAL page at ${this.fmt(pageStart)} (PostgreSQL 15 WAL has 0xD110)` };
     }
-    if ((info & ~XLP_ALL_FLAGS) !== 0) return `invalid info bits 0x${info.toString(16)} in WAL page at ${this.fmt(pageStart)}`;
+    if ((info & ~XLP_ALL_FLAGS) !== 0) return { stale: false, reason: `invalid info bits 0x${info.toString(16)} in WAL page at ${this.fmt(pageStart)}` };
     const isLong = (info & XLP_LONG_HEADER) !== 0;
-    if (segOff === 0 && !isLong) return `WAL page at ${this.fmt(pageStart)} starts a segment but has no long header`;
-    if (segOff !== 0 && isLong) return `unexpected long page header in the middle of a segment at ${this.fmt(pageStart)}`;
+    if (segOff === 0 && !isLong) return { stale: false, reason: `WAL page at ${this.fmt(pageStart)} starts a segment but has no long header` };
+    if (segOff !== 0 && isLong) return { stale: false, reason: `unexpected long page header in the middle of a segment at ${this.fmt(pageStart)}` };
     const expectedAbs = this.baseNum + pageStart;
     const addrMatches = expectedAbs <= Number.MAX_SAFE_INTEGER
       ? readU32(h, 8) === expectedAbs % 0x1_0000_0000 && readU32(h, 12) === Math.floor(expectedAbs / 0x1_0000_0000)
@@ -277,10 +278,10 @@ export class WalStreamDecoder {
       const sysid = (BigInt(readU32(h, 28)) << 32n) | BigInt(readU32(h, 24));
       const segSize = readU32(h, 32);
       const blcksz = readU32(h, 36);
-      if (segSize !== this.segmentSizeBytes) return `WAL segment at ${this.fmt(pageStart)} has segment size ${segSize}, expected ${this.segmentSizeBytes}`;
-      if (blcksz !== PAGE) return `WAL segment at ${this.fmt(pageStart)} has WAL block size ${blcksz}, expected ${PAGE}`;
+      if (segSize !== this.segmentSizeBytes) return { stale: false, reason: `WAL segment at ${this.fmt(pageStart)} has segment size ${segSize}, expected ${this.segmentSizeBytes}` };
+      if (blcksz !== PAGE) return { stale: false, reason: `WAL segment at ${this.fmt(pageStart)} has WAL block size ${blcksz}, expected ${PAGE}` };
       if (this.systemId !== undefined && sysid !== this.systemId) {
-        return `WAL segment at ${this.fmt(pageStart)} belongs to another database system: system identifier ${sysid}, expected ${this.systemId}`;
+        return { stale: false, reason: `WAL segment at ${this.fmt(pageStart)} belongs to another database system: system identifier ${sysid}, expected ${this.systemId}` };
       }
       if (addrMatches) this.systemId ??= sysid;
     }
@@ -289,12 +290,12 @@ export class WalStreamDecoder {
       const expected = this.base + BigInt(pageStart);
       if (pageAddr < expected && pageAddr % BigInt(PAGE) === 0n) {
         // Recycled segments keep their old pages: an older page address is the normal end of written WAL.
-        return STALE_PAGE + `WAL page at ${this.fmt(pageStart)} holds older WAL (page address ${formatLsn(pageAddr)}): end of written WAL`;
+        return { stale: true, reason: `WAL page at ${this.fmt(pageStart)} holds older WAL (page address ${formatLsn(pageAddr)}): end of written WAL` };
       }
-      return `unexpected page address ${formatLsn(pageAddr)} in WAL page at ${this.fmt(pageStart)} (a recycled segment, or WAL from elsewhere)`;
+      return { stale: false, reason: `unexpected page address ${formatLsn(pageAddr)} in WAL page at ${this.fmt(pageStart)} (a recycled segment, or WAL from elsewhere)` };
     }
     const tli = readU32(h, 4);
-    if (tli < this.minTimeline) return `out-of-sequence timeline ID ${tli} (after ${this.minTimeline}) in WAL page at ${this.fmt(pageStart)}`;
+    if (tli < this.minTimeline) return { stale: false, reason: `out-of-sequence timeline ID ${tli} (after ${this.minTimeline}) in WAL page at ${this.fmt(pageStart)}` };
     this.minTimeline = tli;
     this.currentTimeline = tli;
     return null;

@@ -149,11 +149,6 @@ export function readU64(b: Uint8Array, o: number): bigint {
   return hi < 0x20_0000 ? BigInt(hi * 0x1_0000_0000 + lo) : (BigInt(hi) << 32n) | BigInt(lo);
 }
 
-/** Reads the fixed header fields needed before the rest of the record is available. */
-export function readRecordHeader(b: Uint8Array, o: number): { totLen: number; xid: number; prev: Lsn; info: number; rmid: number; crc: number } {
-  return { totLen: u32(b, o), xid: u32(b, o + 4), prev: readU64(b, o + 8), info: b[o + 16]!, rmid: b[o + 17]!, crc: u32(b, o + 20) };
-}
-
 /**
  * Decodes the block references and main data of a complete record whose CRC has been verified.
  * `bytes` holds exactly tot_len bytes. Throws RecordDecodeError describing the first inconsistency.
