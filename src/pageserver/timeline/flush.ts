@@ -1,0 +1,127 @@
+/**
+ * Freezing the open layer and flushing frozen layers to L0 delta files.
+ *
+ * Freeze (synchronous, between two records): the open layer's LSN range is closed at
+ * last_record_lsn + 1; it joins the frozen list with the timeline's positions at that moment; the
+ * next write opens a new layer at that LSN. Freezing happens when the WAL since the last freeze
+ * reaches `checkpoint_distance`, when the open layer's values reach it, when `checkpoint_timeout`
+ * passed with WAL pending, or on demand (`checkpoint()`).
+ *
+ * Flush (one background task per timeline, oldest frozen layer first):
+ *   1. write the layer's entries in (key, LSN) order to an L0 delta file (temp → fsync → rename →
+ *      fsync dir, by the layer file writer) — a layer with no values writes no file;
+ *   2. in one synchronous step, swap the frozen layer for the file in the layer map and move
+ *      disk_consistent_lsn to the layer's last record (end − 1);
+ *   3. persist the metadata. Only then is the WAL below disk_consistent_lsn safe to forget.
+ * A crash between 1 and 3 leaves a file beyond the persisted disk_consistent_lsn; the restart
+ * removes it and ingestion replays that WAL (load.ts).
+ *
+ * A flush failure (disk full, I/O error) marks the timeline Broken: it keeps its durable state and
+ * stops accepting WAL, rather than acknowledging positions it could not persist.
+ * Back-pressure: ingest waits while MAX_FROZEN_LAYERS frozen layers are queued, so memory stays
+ * below (1 + MAX_FROZEN_LAYERS) × checkpoint_distance per timeline.
+ */
+import type { Lsn } from '../../postgres/lsn.ts';
+import { formatLsn } from '../../postgres/lsn.ts';
+import { assert } from '../../util/errors.ts';
+import { InMemoryLayer } from '../../storage/inmemorylayer.ts';
+import { writeInMemoryLayer } from './layerfiles.ts';
+import { MAX_FROZEN_LAYERS, type Timeline } from './timeline.ts';
+
+/** Freezes the open layer at last_record_lsn + 1, if anything was ingested since the last freeze. */
+export function freezeOpenLayer(timeline: Timeline): boolean {
+  const endLsn = timeline.lastRecordLsn + 1n;
+  if (endLsn <= timeline.nextOpenLayerAt) return false; // nothing since the last freeze
+  let open = timeline.layers.open;
+  if (open === null) {
+    // WAL arrived that produced no values: an empty layer still carries the LSN range to disk.
+    open = new InMemoryLayer({ tenantId: timeline.tenantId, timelineId: timeline.timelineId, startLsn: timeline.nextOpenLayerAt });
+  }
+  open.freeze(endLsn);
+  timeline.layers.open = null;
+  timeline.layers.frozen.push(open);
+  timeline.frozenInfo.push({ layer: open, lastRecordLsn: timeline.lastRecordLsn, prevRecordLsn: timeline.prevRecordLsn });
+  timeline.nextOpenLayerAt = endLsn;
+  timeline.lastFreezeAtLsn = timeline.lastRecordLsn;
+  timeline.lastFreezeAtMs = Date.now();
+  timeline.log.debug('froze in-memory layer', {
+    start_lsn: formatLsn(open.startLsn), end_lsn: formatLsn(endLsn), values: open.entryCount, size_bytes: open.sizeBytes,
+  });
+  startFlushLoop(timeline);
+  return true;
+}
+
+/** Whether the open layer should be frozen now (checkpoint_distance / checkpoint_timeout). */
+export function shouldFreeze(timeline: Timeline, nowMs: number): boolean {
+  const conf = timeline.resources.config();
+  const distanceBytes = timeline.lastRecordLsn - timeline.lastFreezeAtLsn;
+  if (distanceBytes <= 0n) return false;
+  if (distanceBytes >= BigInt(conf.checkpointDistanceBytes)) return true;
+  const open = timeline.layers.open;
+  if (open !== null && open.sizeBytes >= conf.checkpointDistanceBytes) return true;
+  return nowMs - timeline.lastFreezeAtMs >= conf.checkpointTimeoutMs;
+}
+
+/**
+ * Called by the ingest loop after each batch of records (and on idle keepalives): freezes when due,
+ * and waits while too many frozen layers are queued for the flush.
+ */
+export async function checkpointIfNeeded(timeline: Timeline): Promise<void> {
+  if (shouldFreeze(timeline, Date.now())) freezeOpenLayer(timeline);
+  while (timeline.layers.frozen.length >= MAX_FROZEN_LAYERS && timeline.state === 'Active') {
+    await waitForFlushProgress(timeline);
+  }
+}
+
+/** Freezes and flushes everything ingested so far; resolves when it is durable. */
+export async function checkpoint(timeline: Timeline): Promise<void> {
+  freezeOpenLayer(timeline);
+  const target = timeline.nextOpenLayerAt - 1n;
+  while (timeline.diskConsistentLsn < target) {
+    if (timeline.state === 'Broken') throw new Error(`timeline ${timeline.timelineId} is broken: ${timeline.brokenReason ?? ''}`);
+    await waitForFlushProgress(timeline);
+  }
+  await timeline.metadataChain;
+}
+
+async function waitForFlushProgress(timeline: Timeline): Promise<void> {
+  const task = timeline.flushTask;
+  if (task === null) startFlushLoop(timeline);
+  await (timeline.flushTask ?? Promise.resolve());
+}
+
+function startFlushLoop(timeline: Timeline): void {
+  if (timeline.flushTask !== null) return;
+  timeline.flushTask = flushLoop(timeline).finally(() => {
+    timeline.flushTask = null;
+  });
+}
+
+async function flushLoop(timeline: Timeline): Promise<void> {
+  while (timeline.layers.frozen.length > 0 && timeline.state !== 'Broken') {
+    try {
+      await flushOldestFrozen(timeline);
+    } catch (err) {
+      timeline.setBroken(`flush of in-memory layer failed: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+  }
+}
+
+async function flushOldestFrozen(timeline: Timeline): Promise<void> {
+  const frozen = timeline.layers.frozen[0]!;
+  const info = timeline.frozenInfo[0]!;
+  assert(info.layer === frozen, 'frozen layer bookkeeping out of step', timeline.context());
+  const endLsn: Lsn = frozen.endLsn!;
+  const file = frozen.entryCount > 0 ? await writeInMemoryLayer(timeline, frozen) : null;
+
+  // From here to the metadata save nothing awaits: readers see the file or the frozen layer.
+  timeline.layers.replaceFrozen(frozen, file);
+  timeline.frozenInfo.shift();
+  assert(info.lastRecordLsn === endLsn - 1n, 'frozen layer end does not match its last record', timeline.context({ end: formatLsn(endLsn) }));
+  timeline.diskConsistentLsn = info.lastRecordLsn;
+  timeline.diskConsistentPrevLsn = info.prevRecordLsn;
+  await timeline.saveMetadata();
+  timeline.diskConsistent.advance(info.lastRecordLsn);
+  timeline.log.debug('flushed layer', { file: file?.fileName ?? '(no values)', disk_consistent_lsn: formatLsn(info.lastRecordLsn) });
+}
