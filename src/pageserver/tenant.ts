@@ -28,12 +28,14 @@ import type { Logger } from '../util/log.ts';
 import { loadMetadata, saveMetadata, type TimelineMetadata } from './metadata.ts';
 import { createTenantStateMachine, type TenantStateKind, type TenantStateMachine } from './states.ts';
 import { loadTenantConfig, mergeTenantConfig, saveTenantConfig, type TenantConfig, type TenantConfigOverrides } from './tenantconfig.ts';
-import { checkpoint } from './timeline/flush.ts';
+import { checkpoint, freezeOpenLayer, shouldFreeze } from './timeline/flush.ts';
 import { loadTimelineLayers } from './timeline/load.ts';
 import { LsnBelowGcCutoffError, Timeline } from './timeline/timeline.ts';
 import type { TimelineResources } from './timeline/resources.ts';
 
 const DELETE_SUFFIX = '.___delete';
+/** Period of the per-tenant check for checkpoint_timeout. */
+const BACKGROUND_TICK_MS = 1000;
 
 export class NotFoundError extends StrataError {
   constructor(message: string, context: ErrorContext) {
@@ -110,6 +112,23 @@ export class Tenant {
     this.states.transition({ kind: 'Activating', from: 'Loading' });
     for (const tl of this.timelines.values()) if (tl.state === 'Loading') tl.activate();
     this.states.transition({ kind: 'Active' });
+    this.startBackgroundTick();
+  }
+
+  private tickTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * checkpoint_timeout must fire on idle timelines too (so their WAL can be released), not only
+   * when ingest calls checkpointIfNeeded: once a second, freeze every timeline that is due.
+   */
+  private startBackgroundTick(): void {
+    this.tickTimer = setInterval(() => {
+      const now = Date.now();
+      for (const tl of this.timelines.values()) {
+        if (tl.state === 'Active' && shouldFreeze(tl, now)) freezeOpenLayer(tl);
+      }
+    }, BACKGROUND_TICK_MS);
+    this.tickTimer.unref();
   }
 
   get config(): TenantConfig {
@@ -336,6 +355,8 @@ export class Tenant {
     if (this.state === 'Stopping') return;
     const wasActive = this.state === 'Active';
     if (wasActive) this.states.transition({ kind: 'Stopping' });
+    if (this.tickTimer !== null) clearInterval(this.tickTimer);
+    this.tickTimer = null;
     for (const tl of this.timelines.values()) {
       if (opts.flush && wasActive && tl.state === 'Active') {
         await checkpoint(tl).catch((err: unknown) => tl.log.error('flush at shutdown failed', { reason: err instanceof Error ? err.message : String(err) }));

@@ -73,6 +73,11 @@ export class InMemoryLayer implements ReadableLayer {
     return this.bytesWritten;
   }
 
+  /** LSN of the newest write (startLsn when empty). */
+  get lastWrittenLsn(): Lsn {
+    return this.lastLsn;
+  }
+
   get entryCount(): number {
     return this.entries;
   }

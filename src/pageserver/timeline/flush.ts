@@ -33,6 +33,9 @@ export function freezeOpenLayer(timeline: Timeline): boolean {
   const endLsn = timeline.lastRecordLsn + 1n;
   if (endLsn <= timeline.nextOpenLayerAt) return false; // nothing since the last freeze
   let open = timeline.layers.open;
+  // A record whose values are written but which is not finished yet belongs to the next layer's
+  // range; freezing now would cut it in two. The next call freezes once it is finished.
+  if (open !== null && open.lastWrittenLsn >= endLsn) return false;
   if (open === null) {
     // WAL arrived that produced no values: an empty layer still carries the LSN range to disk.
     open = new InMemoryLayer({ tenantId: timeline.tenantId, timelineId: timeline.timelineId, startLsn: timeline.nextOpenLayerAt });
