@@ -328,7 +328,7 @@ export class Tenant {
     tl.setStopping();
     await tl.flushTask?.catch(() => undefined);
     this.timelines.delete(timelineId);
-    this.shared.pageCache.dropTimeline(timelineId);
+    this.shared.pageCache.dropTimeline(tl.cacheId);
     closeTimelineLayers(tl);
     const timelinesDir = path.join(this.dir, 'timelines');
     const aside = path.join(timelinesDir, timelineId + DELETE_SUFFIX);

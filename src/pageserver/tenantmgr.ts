@@ -101,7 +101,7 @@ export class TenantManager {
     const tenant = this.getTenant(tenantId);
     await tenant.shutdown({ flush: false });
     this.tenants.delete(tenantId);
-    for (const tl of tenant.listTimelines()) this.shared.pageCache.dropTimeline(tl.timelineId);
+    for (const tl of tenant.listTimelines()) this.shared.pageCache.dropTimeline(tl.cacheId);
     const aside = path.join(this.tenantsDir, tenantId + TEMP_SUFFIX);
     await rename(tenant.dir, aside);
     await fsyncDir(this.tenantsDir);

@@ -61,7 +61,7 @@ export function reconstructAt(timeline: Timeline, key: Key, lsn: Lsn): Buffer {
   assert(lsn <= timeline.lastRecordLsn, 'read beyond the last ingested record', timeline.context({ lsn: formatLsn(lsn) }));
   const { pageCache, redo } = timeline.resources;
 
-  const cached = pageCache.get(timeline.timelineId, key, lsn);
+  const cached = pageCache.get(timeline.cacheId, key, lsn);
   if (cached !== null && cached.lsn === lsn) return cached.image;
   const cachedFloor = cached === null ? 0n : cached.lsn + 1n;
 
@@ -105,6 +105,6 @@ export function reconstructAt(timeline: Timeline, key: Key, lsn: Lsn): Buffer {
   }
   const page = reconstructPage(redo, { tenantId: timeline.tenantId, timelineId: timeline.timelineId, key, requestLsn: lsn }, state);
   const newest = state.records[0];
-  if (newest !== undefined) pageCache.put(timeline.timelineId, key, newest.lsn, page);
+  if (newest !== undefined) pageCache.put(timeline.cacheId, key, newest.lsn, page);
   return page;
 }

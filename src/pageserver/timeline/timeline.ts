@@ -73,6 +73,8 @@ export const MAX_FROZEN_LAYERS = 2;
 export class Timeline {
   readonly tenantId: string;
   readonly timelineId: string;
+  /** Identity in shared caches: timeline ids are unique only within a tenant. */
+  readonly cacheId: string;
   readonly dir: string;
   readonly ancestor: Timeline | null;
   readonly ancestorLsn: Lsn;
@@ -111,6 +113,7 @@ export class Timeline {
     this.states = createTimelineStateMachine(init.timelineId);
     this.tenantId = init.tenantId;
     this.timelineId = init.timelineId;
+    this.cacheId = `${init.tenantId}/${init.timelineId}`;
     this.dir = init.dir;
     this.ancestor = init.ancestor;
     this.ancestorLsn = md.ancestorLsn;
