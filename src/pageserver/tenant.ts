@@ -186,7 +186,13 @@ export class Tenant {
         this.log.info('removed leftover of an interrupted timeline create/delete', { dir: name });
         continue;
       }
-      const id = parseId(name, 'timeline');
+      let id: string;
+      try {
+        id = parseId(name, 'timeline');
+      } catch {
+        this.log.warn('unknown entry in the timelines directory left alone', { name });
+        continue;
+      }
       metas.set(id, await loadMetadata(path.join(timelinesDir, name)));
     }
     // Ancestors first: repeatedly load timelines whose ancestor is loaded (bounded by the count).

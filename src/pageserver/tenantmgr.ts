@@ -70,7 +70,13 @@ export class TenantManager {
         mgr.log.info('removed leftover of an interrupted tenant creation', { dir: name });
         continue;
       }
-      const tenantId = parseId(name, 'tenant');
+      let tenantId: string;
+      try {
+        tenantId = parseId(name, 'tenant');
+      } catch {
+        mgr.log.warn('unknown entry in the tenants directory left alone', { name });
+        continue;
+      }
       const tenant = await Tenant.load({ tenantsDir: mgr.tenantsDir, tenantId, shared: mgr.shared, log: mgr.log });
       mgr.tenants.set(tenantId, tenant);
     }

@@ -285,3 +285,48 @@ test('writes must move forward and be aligned', async () => {
     assert.equal(await codeOf(getPage(main, K2, 0x108n)), 'key_not_found');
   });
 });
+
+test('timeline deletion: refused with children, gone for good after a restart', async () => {
+  await withStore(async ({ dir, open: openStore }) => {
+    const mgr = await openStore();
+    const tenant = await mgr.createTenant();
+    const main = await tenant.createTimeline({ pgVersion: 15, startLsn: 0x100n });
+    write(main, 0x108n, [[K1, image(1)]]);
+    const child = await tenant.branchTimeline({ ancestorTimelineId: main.timelineId });
+    assert.equal(await codeOf(tenant.deleteTimeline(main.timelineId)), 'conflict');
+    await tenant.deleteTimeline(child.timelineId);
+    assert.equal(await codeOf(getPage(child, K1, 0x108n)), 'timeline_not_active');
+    assert.throws(() => tenant.getTimeline(child.timelineId), { code: 'not_found' });
+    await mkdir(path.join(dir, 'tenants', tenant.tenantId, 'timelines', 'not-a-timeline'));
+    await mgr.shutdown({ flush: true });
+    const mgr2 = await openStore();
+    const t2 = mgr2.getTenant(tenant.tenantId);
+    assert.equal(t2.state, 'Active', 'an unknown directory entry does not break the tenant');
+    assert.deepEqual(t2.listTimelines().map((t) => t.timelineId), [main.timelineId]);
+    assert.deepEqual(await getPage(t2.getTimeline(main.timelineId), K1, 0x108n), page(1));
+  });
+});
+
+test('tenant config persists; a failed flush breaks the timeline instead of acknowledging', async () => {
+  await withStore(async ({ open: openStore }) => {
+    const mgr = await openStore();
+    const tenant = await mgr.createTenant({ config: { checkpointDistanceBytes: 1 << 20, gcHorizonBytes: 0 } });
+    assert.equal(tenant.config.checkpointDistanceBytes, 1 << 20);
+    assert.equal(tenant.config.compactionThreshold, 10, 'unset fields keep the defaults');
+    await tenant.setConfig({ checkpointDistanceBytes: 2 << 20 });
+    const main = await tenant.createTimeline({ pgVersion: 15, startLsn: 0x100n });
+    write(main, 0x108n, [[K1, image(1)]]);
+    // The timeline directory disappears under us: the flush cannot write its file.
+    await rm(main.dir, { recursive: true, force: true });
+    const err = await checkpoint(main).then(() => null, (e: unknown) => e as Error);
+    assert.ok(err !== null, 'checkpoint must fail');
+    assert.equal(main.state, 'Broken');
+    assert.equal(main.diskConsistentLsn, 0x100n, 'nothing beyond what is durable is claimed');
+    assert.equal(await codeOf(getPage(main, K1, 0x108n)), 'timeline_not_active');
+    await mgr.shutdown({ flush: false });
+    const mgr2 = await openStore();
+    const t2 = mgr2.getTenant(tenant.tenantId);
+    assert.equal(t2.config.checkpointDistanceBytes, 2 << 20);
+    assert.equal(t2.config.gcHorizonBytes, 1 << 26, 'setConfig replaced the overrides');
+  });
+});
