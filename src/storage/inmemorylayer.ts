@@ -19,7 +19,7 @@
  */
 import type { Lsn } from '../postgres/lsn.ts';
 import { formatLsn } from '../postgres/lsn.ts';
-import { assert } from '../util/errors.ts';
+import { AssertionFailedError, assert } from '../util/errors.ts';
 import { KEY_MAX, KEY_MIN, describeKey, type Key } from './key.ts';
 import { addToReconstructState, type LayerDesc, type ReadableLayer, type ReconstructState } from './layer.ts';
 import { decodeValue, encodedValueSize, writeValue, type Value } from './value.ts';
@@ -88,12 +88,15 @@ export class InMemoryLayer implements ReadableLayer {
 
   /** Adds a version. LSNs must not go backwards across calls; the layer must be open. */
   put(key: Key, lsn: Lsn, value: Value): void {
-    assert(this.endLsn === null, 'write to a frozen in-memory layer', { timeline: this.timelineId, lsn: formatLsn(lsn) });
-    assert(lsn >= this.startLsn && lsn >= this.lastLsn, 'in-memory layer writes must be in LSN order', {
-      timeline: this.timelineId, key: describeKey(key), lsn: formatLsn(lsn), lastLsn: formatLsn(this.lastLsn), startLsn: formatLsn(this.startLsn),
-    });
+    // Per-value hot path: error contexts (string formatting) are built only when a check fails.
+    if (this.endLsn !== null) throw new AssertionFailedError('write to a frozen in-memory layer', { timeline: this.timelineId, lsn: formatLsn(lsn) });
+    if (!(lsn >= this.startLsn && lsn >= this.lastLsn)) {
+      throw new AssertionFailedError('in-memory layer writes must be in LSN order', {
+        timeline: this.timelineId, key: describeKey(key), lsn: formatLsn(lsn), lastLsn: formatLsn(this.lastLsn), startLsn: formatLsn(this.startLsn),
+      });
+    }
     const size = encodedValueSize(value);
-    assert(size <= MAX_VALUE_SIZE_BYTES, 'value too large', { key: describeKey(key), sizeBytes: size });
+    if (size > MAX_VALUE_SIZE_BYTES) throw new AssertionFailedError('value too large', { key: describeKey(key), sizeBytes: size });
     const ref = this.allocate(ENTRY_HEADER_BYTES + size);
     const slab = this.slabs[Math.floor(ref / OFFSET_BITS)]!;
     const at = ref % OFFSET_BITS;

@@ -26,7 +26,7 @@
  */
 import type { Lsn } from '../postgres/lsn.ts';
 import { formatLsn } from '../postgres/lsn.ts';
-import { assert } from '../util/errors.ts';
+import { AssertionFailedError, assert } from '../util/errors.ts';
 import { keyRangeContains, keyRangesOverlap, keyToHex, type Key } from './key.ts';
 import type { InMemoryLayer } from './inmemorylayer.ts';
 import type { LayerDesc, ReadableLayer } from './layer.ts';
@@ -94,42 +94,58 @@ export class LayerMap {
   }
 
   search(key: Key, contLsn: Lsn): SearchResult | null {
-    let best: ReadableLayer | null = null;
-    let bestTop = -1n;
-    let bestStart = 0n;
-    let bestIsImage = false;
-    // Tops of every candidate, to compute the floor once the winner is known.
-    let secondTop = -1n;
-
-    const consider = (layer: ReadableLayer, start: Lsn, end: Lsn, isImage: boolean): void => {
-      if (start >= contLsn) return;
-      const top = end < contLsn ? end : contLsn;
-      if (top > bestTop || (top === bestTop && isImage && !bestIsImage)) {
-        if (best !== null && bestTop > secondTop) secondTop = bestTop;
-        best = layer;
-        bestTop = top;
-        bestStart = start;
-        bestIsImage = isImage;
-      } else if (top > secondTop) {
-        secondTop = top;
-      }
-    };
-
-    if (this.open !== null) consider(this.open, this.open.startLsn, LSN_INFINITY, false);
-    for (const f of this.frozen) consider(f, f.startLsn, f.endLsn!, false);
+    const p = pick;
+    p.best = null;
+    p.bestTop = -1n;
+    p.bestStart = 0n;
+    p.bestIsImage = false;
+    p.secondTop = -1n;
+    if (this.open !== null) consider(contLsn, this.open, this.open.startLsn, LSN_INFINITY, false);
+    for (const f of this.frozen) consider(contLsn, f, f.startLsn, f.endLsn!, false);
     for (const h of this.historic) {
       const d = h.desc;
       if (!keyRangeContains(d.keyRange, key)) continue;
-      consider(h, d.lsnRange.start, d.lsnRange.end, d.kind === 'image');
+      consider(contLsn, h, d.lsnRange.start, d.lsnRange.end, d.kind === 'image');
     }
+    const best = p.best;
+    p.best = null; // the scratch keeps no layer alive
     if (best === null) return null;
     // A candidate reaching as high as the winner can only be an image beside a delta (the delta
     // lost the tie); deltas never overlap, so the winner is then the image and reads [L, L+1).
-    let floor = bestStart;
-    if (!bestIsImage && secondTop > floor) {
-      assert(secondTop < bestTop, 'two delta layers reach the same LSN for one key', { key: keyToHex(key), lsn: formatLsn(contLsn) });
-      floor = secondTop;
+    let floor = p.bestStart;
+    if (!p.bestIsImage && p.secondTop > floor) {
+      if (p.secondTop >= p.bestTop) {
+        throw new AssertionFailedError('two delta layers reach the same LSN for one key', { key: keyToHex(key), lsn: formatLsn(contLsn) });
+      }
+      floor = p.secondTop;
     }
-    return { layer: best, lsnFloor: floor, isImage: bestIsImage };
+    return { layer: best, lsnFloor: floor, isImage: p.bestIsImage };
+  }
+}
+
+/**
+ * The running choice of one `search`: the best candidate so far and the second-highest top among
+ * the others (to compute the floor once the winner is known). Module-level scratch instead of a
+ * closure per call, because a search runs on every step of every read: searches are synchronous
+ * and never nested, so one scratch suffices, and a per-call closure costs an allocation (under
+ * tsx also a function-naming helper call).
+ */
+const pick: { best: ReadableLayer | null; bestTop: Lsn; bestStart: Lsn; bestIsImage: boolean; secondTop: Lsn } = {
+  best: null, bestTop: -1n, bestStart: 0n, bestIsImage: false, secondTop: -1n,
+};
+
+/** Offers one candidate layer covering [start, end) to the running choice of `search`. */
+function consider(contLsn: Lsn, layer: ReadableLayer, start: Lsn, end: Lsn, isImage: boolean): void {
+  if (start >= contLsn) return;
+  const p = pick;
+  const top = end < contLsn ? end : contLsn;
+  if (top > p.bestTop || (top === p.bestTop && isImage && !p.bestIsImage)) {
+    if (p.best !== null && p.bestTop > p.secondTop) p.secondTop = p.bestTop;
+    p.best = layer;
+    p.bestTop = top;
+    p.bestStart = start;
+    p.bestIsImage = isImage;
+  } else if (top > p.secondTop) {
+    p.secondTop = top;
   }
 }

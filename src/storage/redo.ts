@@ -42,7 +42,7 @@ import { formatLsn, type Lsn } from '../postgres/lsn.ts';
 import { recordTypeName, rmgrName } from '../postgres/rmgr.ts';
 import { PG_BLCKSZ, SIZE_OF_XLOG_RECORD } from '../postgres/walformat.ts';
 import { decodeXLogRecord, type BlockRef, type DecodedRecord } from '../postgres/xlogrecord.ts';
-import { StrataError, assert, type ErrorContext } from '../util/errors.ts';
+import { AssertionFailedError, StrataError, type ErrorContext } from '../util/errors.ts';
 import {
   ForkNumber, KeyKind, SLRU_PAGES_PER_SEGMENT, SlruKind, describeKey, isRelBlockKey, isSlruBlockKey, keyFields, keyToHex,
   relBlockOfKey, type Key, type RelTag,
@@ -243,9 +243,11 @@ export class BuiltinRedo implements Redo {
     let prevLsn = base === null ? -1n : base.lsn;
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
-      assert(r.lsn > prevLsn, 'redo records must be oldest first, strictly above the base image LSN', {
-        key: keyToHex(ctx.key), lsn: formatLsn(r.lsn), previousLsn: prevLsn < 0n ? 'none' : formatLsn(prevLsn), index: i,
-      });
+      if (r.lsn <= prevLsn) { // (context built only on failure: this runs per record of every read)
+        throw new AssertionFailedError('redo records must be oldest first, strictly above the base image LSN', {
+          key: keyToHex(ctx.key), lsn: formatLsn(r.lsn), previousLsn: prevLsn < 0n ? 'none' : formatLsn(prevLsn), index: i,
+        });
+      }
       prevLsn = r.lsn;
       const v = r.value;
       if (v.kind === 'image') {
@@ -424,14 +426,18 @@ export function reconstructPage(redo: Redo, ctx: RedoContext, state: Reconstruct
     const r = records[i]!;
     if (i > 0) {
       const newer = records[i - 1]!;
-      assert(r.lsn < newer.lsn, 'reconstruct state records must be newest first with strictly decreasing LSNs', {
-        key: keyToHex(ctx.key), index: i, lsn: formatLsn(r.lsn), newerLsn: formatLsn(newer.lsn),
-      });
+      if (r.lsn >= newer.lsn) {
+        throw new AssertionFailedError('reconstruct state records must be newest first with strictly decreasing LSNs', {
+          key: keyToHex(ctx.key), index: i, lsn: formatLsn(r.lsn), newerLsn: formatLsn(newer.lsn),
+        });
+      }
     }
     if (image !== null) {
-      assert(r.lsn > image.lsn, 'reconstruct state records must lie above the image LSN', {
-        key: keyToHex(ctx.key), index: i, lsn: formatLsn(r.lsn), imageLsn: formatLsn(image.lsn),
-      });
+      if (r.lsn <= image.lsn) {
+        throw new AssertionFailedError('reconstruct state records must lie above the image LSN', {
+          key: keyToHex(ctx.key), index: i, lsn: formatLsn(r.lsn), imageLsn: formatLsn(image.lsn),
+        });
+      }
     }
   }
   if (n === 0) {

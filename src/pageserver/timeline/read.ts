@@ -19,7 +19,7 @@
  */
 import type { Lsn } from '../../postgres/lsn.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
-import { StrataError, assert, type ErrorContext } from '../../util/errors.ts';
+import { AssertionFailedError, StrataError, type ErrorContext } from '../../util/errors.ts';
 import { describeKey, keyToHex, type Key } from '../../storage/key.ts';
 import { newReconstructState } from '../../storage/layer.ts';
 import { reconstructPage } from '../../storage/redo.ts';
@@ -58,7 +58,8 @@ export async function getPage(timeline: Timeline, key: Key, lsn: Lsn, opts: { ti
  */
 export function reconstructAt(timeline: Timeline, key: Key, lsn: Lsn): Buffer {
   timeline.checkReadable();
-  assert(lsn <= timeline.lastRecordLsn, 'read beyond the last ingested record', timeline.context({ lsn: formatLsn(lsn) }));
+  // Per-read hot path: error contexts (string formatting) are built only when a check fails.
+  if (lsn > timeline.lastRecordLsn) throw new AssertionFailedError('read beyond the last ingested record', timeline.context({ lsn: formatLsn(lsn) }));
   const { pageCache, redo } = timeline.resources;
 
   const cached = pageCache.get(timeline.cacheId, key, lsn);
@@ -89,7 +90,7 @@ export function reconstructAt(timeline: Timeline, key: Key, lsn: Lsn): Buffer {
       continue;
     }
     const floor = found.lsnFloor > cachedFloor ? found.lsnFloor : cachedFloor;
-    assert(floor < contLsn, 'layer map returned an empty window', timeline.context({ key: keyToHex(key), lsn: formatLsn(contLsn) }));
+    if (floor >= contLsn) throw new AssertionFailedError('layer map returned an empty window', timeline.context({ key: keyToHex(key), lsn: formatLsn(contLsn) }));
     complete = found.layer.getValueReconstructData(key, floor, contLsn, state);
     if (!complete && found.isImage && floor === found.lsnFloor) break; // absent from an image layer: does not exist
     contLsn = floor;
