@@ -56,6 +56,7 @@ export interface SharedResources {
   redo: TimelineResources['redo'];
   pageCache: TimelineResources['pageCache'];
   blockCache: TimelineResources['blockCache'];
+  fdCache: TimelineResources['fdCache'];
   waitLsnTimeoutMs: number;
   defaults: TenantConfig;
 }
@@ -225,6 +226,7 @@ export class Tenant {
       redo: this.shared.redo,
       pageCache: this.shared.pageCache,
       blockCache: this.shared.blockCache,
+      fdCache: this.shared.fdCache,
       waitLsnTimeoutMs: this.shared.waitLsnTimeoutMs,
       config: () => this.conf,
     };

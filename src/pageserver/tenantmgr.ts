@@ -16,6 +16,7 @@ import { TEMP_SUFFIX, fsyncDir } from '../util/durable.ts';
 import { generateId, parseId } from '../util/ids.ts';
 import { Logger, rootLogger } from '../util/log.ts';
 import { BlockCache } from '../storage/layerfile/blockcache.ts';
+import { FdCache } from '../storage/layerfile/fdcache.ts';
 import { MaterializedPageCache } from '../storage/pagecache.ts';
 import { BuiltinRedo, type Redo } from '../storage/redo.ts';
 import { TENANT_CONFIG_DEFAULTS, type TenantConfig, type TenantConfigOverrides } from './tenantconfig.ts';
@@ -29,6 +30,8 @@ export interface TenantManagerOptions {
   blockCacheBytes: number;
   /** Neon's wait_lsn_timeout (60 s). */
   waitLsnTimeoutMs: number;
+  /** Most layer files open at once (Neon's max_file_descriptors); default DEFAULT_MAX_OPEN_LAYER_FILES. */
+  maxOpenLayerFiles?: number;
   defaults?: TenantConfig;
   redo?: Redo;
   log?: Logger;
@@ -37,6 +40,8 @@ export interface TenantManagerOptions {
 export const DEFAULT_PAGE_CACHE_BYTES = 8192 * 8192;
 export const DEFAULT_BLOCK_CACHE_BYTES = 32 * 1024 * 1024;
 export const DEFAULT_WAIT_LSN_TIMEOUT_MS = 60_000;
+/** Well under the common 1024 descriptor limit, leaving room for sockets and WAL files. */
+export const DEFAULT_MAX_OPEN_LAYER_FILES = 512;
 
 export class TenantManager {
   readonly workdir: string;
@@ -54,6 +59,7 @@ export class TenantManager {
       redo: opts.redo ?? new BuiltinRedo(),
       pageCache: new MaterializedPageCache({ maxBytes: opts.pageCacheBytes }),
       blockCache: new BlockCache({ maxBytes: opts.blockCacheBytes }),
+      fdCache: new FdCache({ maxOpenFiles: opts.maxOpenLayerFiles ?? DEFAULT_MAX_OPEN_LAYER_FILES }),
       waitLsnTimeoutMs: opts.waitLsnTimeoutMs,
       defaults: opts.defaults ?? TENANT_CONFIG_DEFAULTS,
     };

@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   if (workdir === undefined || seedText === undefined || maxText === undefined) throw new Error('usage: storage-crash-child.ts <workdir> <seed> <max-records>');
   const seed = Number(seedText);
   const maxRecords = Number(maxText);
-  const mgr = await TenantManager.open({ workdir, pageCacheBytes: 1 << 20, blockCacheBytes: 1 << 20, waitLsnTimeoutMs: 5000 });
+  const mgr = await TenantManager.open({ workdir, pageCacheBytes: 1 << 20, blockCacheBytes: 1 << 20, waitLsnTimeoutMs: 5000, maxOpenLayerFiles: 8 });
   let tenant;
   try {
     tenant = mgr.getTenant(CRASH_TENANT_ID);

@@ -22,7 +22,11 @@ import { TEMP_SUFFIX } from '../../src/util/durable.ts';
 import { LayerFileWriter } from '../../src/storage/layerfile/writer.ts';
 import { LayerFileReader } from '../../src/storage/layerfile/reader.ts';
 import { BlockCache } from '../../src/storage/layerfile/blockcache.ts';
+import { FdCache } from '../../src/storage/layerfile/fdcache.ts';
 import { LayerCorruptionError, layerFileName, parseLayerFileName, ENTRIES_PER_INDEX_BLOCK } from '../../src/storage/layerfile/format.ts';
+
+/** Small on purpose: readers lose their descriptor to each other and must reopen transparently. */
+const TEST_FD_CACHE = new FdCache({ maxOpenFiles: 2 });
 
 const BASE_SEED = process.env.LAYERFILE_SEED !== undefined ? Number(process.env.LAYERFILE_SEED) : (Date.now() % 2 ** 31);
 const TENANT = '0123456789abcdef0123456789abcdef';
@@ -252,7 +256,7 @@ test('delta layer round trip: random keys/LSNs/values, many index blocks, long c
 
     for (const cacheBlocks of [1000, 1]) {
       const cache = new BlockCache({ maxBytes: cacheBlocks * 8192 });
-      const reader = LayerFileReader.open(info.path, { blockCache: cache, expect: { tenantId: TENANT, timelineId: TIMELINE } });
+      const reader = LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: cache, expect: { tenantId: TENANT, timelineId: TIMELINE } });
       try {
         assert.equal(reader.entryCount, ref.length);
         assert.equal(reader.sizeBytes, info.sizeBytes);
@@ -295,7 +299,7 @@ test('the same key continues across an index block boundary', async () => {
     }
     ref.push({ key: makeKey(0, 1663, 5, 300, 0, 0), lsn: lsn++, encoded: encodeValue({ kind: 'image', image: randBuf(rand, 10) }), willInit: true });
     const info = await writeLayer(newDir(), 'delta', ALL_KEYS, DELTA_LSNS, ref);
-    const reader = LayerFileReader.open(info.path, { blockCache: new BlockCache({ maxBytes: 8192 }) });
+    const reader = LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 8192 }) });
     try {
       assert.equal(reader.summary.indexBlockCount, 3);
       const mine = ref.filter((e) => e.key === key);
@@ -323,7 +327,7 @@ test('image layer round trip', async () => {
     const dir = newDir();
     const info = await writeLayer(dir, 'image', keyRange, lsnRange, ref);
     assert.equal(info.fileName, `${keyToHex(keyRange.start)}-${keyToHex(keyRange.end)}__${'0000000200001000'}`);
-    const reader = LayerFileReader.open(info.path, { blockCache: new BlockCache({ maxBytes: 1 << 20 }) });
+    const reader = LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 1 << 20 }) });
     try {
       assert.equal(reader.desc.kind, 'image');
       assert.equal(reader.summary.keyCount, ref.length);
@@ -346,7 +350,7 @@ test('empty layers', async () => {
     const info = await writeLayer(dir, kind, ALL_KEYS, lsnRange, []);
     assert.equal(info.entryCount, 0);
     assert.equal(info.sizeBytes, readFileSync(info.path).length);
-    const reader = LayerFileReader.open(info.path, { blockCache: new BlockCache({ maxBytes: 8192 }) });
+    const reader = LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 8192 }) });
     try {
       assert.equal(reader.summary.indexBlockCount, 0);
       const state = newReconstructState();
@@ -375,7 +379,7 @@ test('values larger than the write buffer, tiny buffers, and a value of several 
     const small = await writeLayer(newDir(), 'delta', ALL_KEYS, DELTA_LSNS, ref, 4096);
     const big = await writeLayer(newDir(), 'delta', ALL_KEYS, DELTA_LSNS, ref);
     assert.ok(readFileSync(small.path).equals(readFileSync(big.path)), 'the file does not depend on the write buffer size');
-    const reader = LayerFileReader.open(small.path, { blockCache: new BlockCache({ maxBytes: 65536 }) });
+    const reader = LayerFileReader.open(small.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 65536 }) });
     try {
       checkAll(reader, ref, DELTA_LSNS, rand, 300);
     } finally {
@@ -531,8 +535,8 @@ test('block cache: bounded LRU, counters, per-file drop, shared by readers', asy
     const a = await writeLayer(newDir(), 'delta', ALL_KEYS, DELTA_LSNS, refA);
     const b = await writeLayer(newDir(), 'delta', ALL_KEYS, DELTA_LSNS, refB);
     const shared = new BlockCache({ maxBytes: 2 * 8192 });
-    const ra = LayerFileReader.open(a.path, { blockCache: shared });
-    const rb = LayerFileReader.open(b.path, { blockCache: shared });
+    const ra = LayerFileReader.open(a.path, { fdCache: TEST_FD_CACHE, blockCache: shared });
+    const rb = LayerFileReader.open(b.path, { fdCache: TEST_FD_CACHE, blockCache: shared });
     try {
       const qa = randomQueries(rand, refA, DELTA_LSNS, 1500);
       const qb = randomQueries(rand, refB, DELTA_LSNS, 1500);
@@ -596,7 +600,7 @@ test('corruption: summary, index block, value, fence, truncation, wrong tenant â
     const ref = makeDeltaRef(rand, { keys: 700, maxVersions: 5, willInitShare: 0.4 });
     const keys = [...new Set(ref.map((e) => e.key))];
     const info = await writeLayer(newDir(), 'delta', ALL_KEYS, DELTA_LSNS, ref);
-    const probe = LayerFileReader.open(info.path, { blockCache: new BlockCache({ maxBytes: 8192 }) });
+    const probe = LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 8192 }) });
     const s = probe.summary;
     probe.close();
     assert.ok(s.indexBlockCount >= 5);
@@ -607,7 +611,7 @@ test('corruption: summary, index block, value, fence, truncation, wrong tenant â
       copyFileSync(info.path, p);
       return p;
     };
-    const open = (p: string, cache = new BlockCache({ maxBytes: 1 << 20 })) => LayerFileReader.open(p, { blockCache: cache });
+    const open = (p: string, cache = new BlockCache({ maxBytes: 1 << 20 })) => LayerFileReader.open(p, { fdCache: TEST_FD_CACHE, blockCache: cache });
 
     // (a) summary: magic, a range field, the CRC itself, the reserved area.
     for (const off of [0, 9, 30, 60, 100, 115, 140, 186, 2000, 4093]) {
@@ -650,7 +654,7 @@ test('corruption: summary, index block, value, fence, truncation, wrong tenant â
       let vi = Math.floor(ref.length / 2);
       while (ref[vi + 1]!.key === ref[vi]!.key) vi++;
       const victim = ref[vi]!;
-      const ref0 = LayerFileReader.open(info.path, { blockCache: new BlockCache({ maxBytes: 8192 }) });
+      const ref0 = LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 8192 }) });
       const at = ref0.findNewest(victim.key, victim.lsn)!;
       ref0.close();
       const p = copy();
@@ -700,9 +704,9 @@ test('corruption: summary, index block, value, fence, truncation, wrong tenant â
 
     // Wrong tenant / timeline expectation.
     const other = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
-    assert.throws(() => LayerFileReader.open(info.path, { blockCache: new BlockCache({ maxBytes: 8192 }), expect: { tenantId: other, timelineId: TIMELINE } }), (e) => isCorruption(e, info.path) && (e as Error).message.includes(other));
-    assert.throws(() => LayerFileReader.open(info.path, { blockCache: new BlockCache({ maxBytes: 8192 }), expect: { tenantId: TENANT, timelineId: other } }), (e) => isCorruption(e, info.path));
-    LayerFileReader.open(info.path, { blockCache: new BlockCache({ maxBytes: 8192 }), expect: { tenantId: TENANT.toUpperCase(), timelineId: TIMELINE } }).close();
+    assert.throws(() => LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 8192 }), expect: { tenantId: other, timelineId: TIMELINE } }), (e) => isCorruption(e, info.path) && (e as Error).message.includes(other));
+    assert.throws(() => LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 8192 }), expect: { tenantId: TENANT, timelineId: other } }), (e) => isCorruption(e, info.path));
+    LayerFileReader.open(info.path, { fdCache: TEST_FD_CACHE, blockCache: new BlockCache({ maxBytes: 8192 }), expect: { tenantId: TENANT.toUpperCase(), timelineId: TIMELINE } }).close();
 
     // Random single-byte damage anywhere: an error or exactly the right data, never anything else.
     let detected = 0;

@@ -12,6 +12,7 @@ import { decodeValue, encodeValue, encodedValueWillInit, valueWillInit, type Val
 import { InMemoryLayer } from '../../src/storage/inmemorylayer.ts';
 import { LayerMap, type HistoricLayer } from '../../src/storage/layermap.ts';
 import { newReconstructState, type LayerDesc, type ReconstructState } from '../../src/storage/layer.ts';
+import { FdCache } from '../../src/storage/layerfile/fdcache.ts';
 import { prng } from '../support/storage-model.ts';
 
 const REL = { spcNode: 1663, dbNode: 5, relNode: 16384, forkNum: 0 };
@@ -157,4 +158,22 @@ test('layer map: the newest layer below the LSN wins; an image inside a delta sp
   r = map.search(k, 0x300n)!;
   assert.equal(r.layer, open);
   assert.equal(r.lsnFloor, 0x200n);
+});
+
+test('fd cache keeps at most maxOpenFiles open and closes the least recently used', () => {
+  const cache = new FdCache({ maxOpenFiles: 2 });
+  const released: string[] = [];
+  const holder = (name: string) => ({ releaseFd: () => { released.push(name); } });
+  const a = holder('a'), b = holder('b'), c = holder('c');
+  cache.opened(a);
+  cache.opened(b);
+  cache.touch(a);
+  cache.opened(c);
+  assert.deepEqual(released, ['b'], 'b was the least recently used');
+  assert.equal(cache.stats().open, 2);
+  cache.closed(a);
+  cache.opened(b);
+  assert.deepEqual(released, ['b'], 'closing a made room');
+  assert.deepEqual(cache.stats(), { open: 2, opens: 4, evictions: 1 });
+  assert.throws(() => new FdCache({ maxOpenFiles: 0 }));
 });

@@ -48,7 +48,7 @@ async function expectRejects(p: Promise<unknown>, code: string, what: string): P
 }
 
 async function openStore(dir: string): Promise<TenantManager> {
-  return TenantManager.open({ workdir: dir, pageCacheBytes: 512 * 1024, blockCacheBytes: 256 * 1024, waitLsnTimeoutMs: 5000 });
+  return TenantManager.open({ workdir: dir, pageCacheBytes: 512 * 1024, blockCacheBytes: 256 * 1024, waitLsnTimeoutMs: 5000, maxOpenLayerFiles: 16 });
 }
 
 test(`storage engine agrees with a naive model over ${OPS} random operations`, async () => {

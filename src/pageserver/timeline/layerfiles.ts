@@ -48,6 +48,7 @@ export class LayerFileHandle implements HistoricLayer {
 export function openLayerFile(timeline: Timeline, fileName: string): LayerFileHandle {
   const reader = LayerFileReader.open(path.join(timeline.dir, fileName), {
     blockCache: timeline.resources.blockCache,
+    fdCache: timeline.resources.fdCache,
     expect: { tenantId: timeline.tenantId, timelineId: timeline.timelineId },
   });
   return new LayerFileHandle(fileName, reader);

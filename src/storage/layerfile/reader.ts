@@ -36,6 +36,7 @@ import { KEY_SIZE_BYTES, keyToHex, type Key } from '../key.ts';
 import { decodeValue, valueWillInit, type Value } from '../value.ts';
 import { addToReconstructState, type LayerDesc, type ReadableLayer, type ReconstructState } from '../layer.ts';
 import { AssertionFailedError, InvalidInputError, type ErrorContext } from '../../util/errors.ts';
+import type { FdCache, FdHolder } from './fdcache.ts';
 import { BlockCache, allocateFileId } from './blockcache.ts';
 import {
   SUMMARY_SIZE_BYTES, INDEX_BLOCK_SIZE_BYTES, SORT_KEY_BYTES, FENCE_ENTRY_BYTES, EntryOffset, VALUE_LENGTH_MASK,
@@ -46,6 +47,8 @@ import {
 
 export interface LayerFileReaderOptions {
   blockCache: BlockCache;
+  /** Bounds how many layer files are open at once (fdcache.ts). */
+  fdCache: FdCache;
   /** Refuse the file unless it belongs to this tenant and timeline. */
   expect?: { tenantId: string; timelineId: string };
 }
@@ -77,7 +80,7 @@ const LSN_MAX = 0xffff_ffff_ffff_ffffn;
 /** Entry positions are packed as block · POS_BLOCK + index in block. */
 const POS_BLOCK = 0x1_0000;
 
-export class LayerFileReader implements ReadableLayer {
+export class LayerFileReader implements ReadableLayer, FdHolder {
   readonly path: string;
   readonly desc: LayerDesc;
   readonly summary: LayerSummary;
@@ -85,7 +88,10 @@ export class LayerFileReader implements ReadableLayer {
   readonly entryCount: number;
   /** Identity of this open file in the block cache. */
   readonly fileId: number;
+  /** The open descriptor, or -1 while the fd cache has it closed. */
   private fd: number;
+  private closed = false;
+  private readonly fdCache: FdCache;
   private readonly cache: BlockCache;
   private readonly fence: Buffer;
   private readonly blockCount: number;
@@ -101,9 +107,10 @@ export class LayerFileReader implements ReadableLayer {
   /** The index block `locate` found its entry in (taken and cleared by the caller). */
   private located: Buffer | null = null;
 
-  private constructor(filePath: string, fd: number, summary: LayerSummary, fence: Buffer, cache: BlockCache) {
+  private constructor(filePath: string, fd: number, summary: LayerSummary, fence: Buffer, cache: BlockCache, fdCache: FdCache) {
     this.path = filePath;
     this.fd = fd;
+    this.fdCache = fdCache;
     this.summary = summary;
     this.desc = { kind: summary.kind, tenantId: summary.tenantId, timelineId: summary.timelineId, keyRange: summary.keyRange, lsnRange: summary.lsnRange };
     this.sizeBytes = summary.fileSizeBytes;
@@ -155,7 +162,9 @@ export class LayerFileReader implements ReadableLayer {
           fail(`fence entries ${i - 1} and ${i} are not in increasing order`);
         }
       }
-      return new LayerFileReader(filePath, fd, summary, fence, opts.blockCache);
+      const reader = new LayerFileReader(filePath, fd, summary, fence, opts.blockCache, opts.fdCache);
+      opts.fdCache.opened(reader);
+      return reader;
     } catch (err) {
       closeSync(fd);
       throw err;
@@ -168,15 +177,42 @@ export class LayerFileReader implements ReadableLayer {
   }
 
   close(): void {
-    if (this.fd < 0) return;
-    const fd = this.fd;
-    this.fd = -1;
+    if (this.closed) return;
+    this.closed = true;
+    this.fdCache.closed(this);
     this.cache.dropFile(this.fileId);
-    closeSync(fd);
+    if (this.fd >= 0) closeSync(this.fd);
+    this.fd = -1;
   }
 
   get isOpen(): boolean {
-    return this.fd >= 0;
+    return !this.closed;
+  }
+
+  /** Called by the fd cache: close the descriptor; the next read reopens the file. */
+  releaseFd(): void {
+    if (this.fd < 0) return;
+    const fd = this.fd;
+    this.fd = -1;
+    closeSync(fd);
+  }
+
+  /** The descriptor for the next positioned read, reopening the file if the fd cache closed it. */
+  private fdForRead(): number {
+    this.checkOpen();
+    if (this.fd >= 0) {
+      this.fdCache.touch(this);
+      return this.fd;
+    }
+    const fd = openSync(this.path, 'r');
+    const size = fstatSync(fd).size;
+    if (size !== this.sizeBytes) {
+      closeSync(fd);
+      throw new LayerCorruptionError(`layer file ${this.path} changed while in use: it is ${size} bytes, it was ${this.sizeBytes} when opened`, { path: this.path, sizeBytes: size });
+    }
+    this.fd = fd;
+    this.fdCache.opened(this);
+    return fd;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -272,7 +308,7 @@ export class LayerFileReader implements ReadableLayer {
   readValue(ref: LayerEntryRef): Buffer {
     this.checkOpen();
     const buf = Buffer.allocUnsafe(ref.length);
-    readFully(this.fd, buf, 0, ref.length, ref.offset, this.path);
+    readFully(this.fdForRead(), buf, 0, ref.length, ref.offset, this.path);
     const crc = crc32c(buf);
     if (crc !== ref.valueCrc32c) {
       throw this.corrupt(`value CRC-32C mismatch at offset ${ref.offset} (${ref.length} bytes; stored 0x${hex32(ref.valueCrc32c)}, computed 0x${hex32(crc)})`, ref.key, ref.lsn, { valueOffset: ref.offset });
@@ -319,7 +355,7 @@ export class LayerFileReader implements ReadableLayer {
   // Internals.
 
   private checkOpen(): void {
-    if (this.fd < 0) throw new AssertionFailedError(`layer file ${this.path} is closed`, { path: this.path });
+    if (this.closed) throw new AssertionFailedError(`layer file ${this.path} is closed`, { path: this.path });
   }
 
   private setSortKey(buf: Buffer, key: Key, lsn: Lsn): void {
@@ -376,7 +412,7 @@ export class LayerFileReader implements ReadableLayer {
 
   private loadBlockInto(buf: Buffer, blockNumber: number, key: Key | null, lsn: Lsn | null): void {
     const offset = this.summary.indexOffset + blockNumber * INDEX_BLOCK_SIZE_BYTES;
-    readFully(this.fd, buf, 0, INDEX_BLOCK_SIZE_BYTES, offset, this.path);
+    readFully(this.fdForRead(), buf, 0, INDEX_BLOCK_SIZE_BYTES, offset, this.path);
     const problem = checkIndexBlock(buf, blockNumber, this.blockCount, this.entryCount);
     if (problem !== null) throw this.corrupt(problem, key, lsn, { block: blockNumber, blockOffset: offset });
     const fenceAt = blockNumber * FENCE_ENTRY_BYTES;
@@ -420,7 +456,7 @@ export class LayerFileReader implements ReadableLayer {
     }
     if (!contiguous) throw this.corrupt(`values of one key are not adjacent in the values region (offsets ${this.batchOffset[n - 1]} .. ${this.batchOffset[0]})`, key, this.batchLsn[0]!);
     const buf = Buffer.allocUnsafe(end - start);
-    readFully(this.fd, buf, 0, buf.length, start, this.path);
+    readFully(this.fdForRead(), buf, 0, buf.length, start, this.path);
     for (let j = 0; j < n; j++) {
       const from = this.batchOffset[j]! - start;
       const crc = crc32cRange(buf, from, from + this.batchLength[j]!);

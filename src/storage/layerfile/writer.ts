@@ -47,6 +47,7 @@ import {
   checkId, checkRanges, layerFileName, layoutFor, encodeSummary, writeIndexEntry, sealIndexBlock, entryAt, describeKeyForError, lsnText,
   type LayerFileKindName, type LayerSummary,
 } from './format.ts';
+import { FdCache } from './fdcache.ts';
 import { LayerFileReader } from './reader.ts';
 import { BlockCache } from './blockcache.ts';
 
@@ -358,7 +359,7 @@ export class LayerFileWriter {
 
   /** Pair assertion: the reader sees exactly the summary and fence we meant to write. */
   private verifyWritten(summary: LayerSummary, fence: Buffer): void {
-    const reader = LayerFileReader.open(this.tempPath, { blockCache: verifyCache(), expect: { tenantId: this.desc.tenantId, timelineId: this.desc.timelineId } });
+    const reader = LayerFileReader.open(this.tempPath, { blockCache: verifyCache(), fdCache: new FdCache({ maxOpenFiles: 1 }), expect: { tenantId: this.desc.tenantId, timelineId: this.desc.timelineId } });
     try {
       const got = reader.summary;
       for (const k of Object.keys(summary) as (keyof LayerSummary)[]) {
