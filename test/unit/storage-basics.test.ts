@@ -163,7 +163,7 @@ test('layer map: the newest layer below the LSN wins; an image inside a delta sp
 test('fd cache keeps at most maxOpenFiles open and closes the least recently used', () => {
   const cache = new FdCache({ maxOpenFiles: 2 });
   const released: string[] = [];
-  const holder = (name: string) => ({ releaseFd: () => { released.push(name); } });
+  const holder = (name: string) => ({ fdLastUse: 0, releaseFd: () => { released.push(name); } });
   const a = holder('a'), b = holder('b'), c = holder('c');
   cache.opened(a);
   cache.opened(b);

@@ -16,6 +16,8 @@ import { InvalidInputError } from '../../util/errors.ts';
 export interface FdHolder {
   /** Close the descriptor now; the holder reopens it on its next read. */
   releaseFd(): void;
+  /** Recency stamp, written by the cache (a field write per read, no map churn). */
+  fdLastUse: number;
 }
 
 export interface FdCacheStats {
@@ -26,8 +28,9 @@ export interface FdCacheStats {
 
 export class FdCache {
   readonly maxOpenFiles: number;
-  /** Insertion order is recency order: the first entry is the least recently used. */
-  private readonly lru = new Map<FdHolder, true>();
+  /** Holders with an open descriptor; recency is their `fdLastUse` stamp. */
+  private readonly open = new Set<FdHolder>();
+  private clock = 0;
   private opens = 0;
   private evictions = 0;
 
@@ -41,28 +44,31 @@ export class FdCache {
   /** Records that `holder` just opened its file, closing the least recently used beyond the bound. */
   opened(holder: FdHolder): void {
     this.opens++;
-    this.lru.delete(holder);
-    while (this.lru.size >= this.maxOpenFiles) {
-      const victim = this.lru.keys().next().value as FdHolder;
-      this.lru.delete(victim);
+    this.open.delete(holder);
+    // Eviction scans the open set for the oldest stamp: O(open files), but only when a file must
+    // open beyond the bound, while every read only writes a stamp.
+    while (this.open.size >= this.maxOpenFiles) {
+      let victim: FdHolder | null = null;
+      for (const h of this.open) if (victim === null || h.fdLastUse < victim.fdLastUse) victim = h;
+      this.open.delete(victim!);
       this.evictions++;
-      victim.releaseFd();
+      victim!.releaseFd();
     }
-    this.lru.set(holder, true);
+    holder.fdLastUse = ++this.clock;
+    this.open.add(holder);
   }
 
   /** Marks `holder` as just used. */
   touch(holder: FdHolder): void {
-    this.lru.delete(holder);
-    this.lru.set(holder, true);
+    holder.fdLastUse = ++this.clock;
   }
 
   /** `holder` closed its file for good. */
   closed(holder: FdHolder): void {
-    this.lru.delete(holder);
+    this.open.delete(holder);
   }
 
   stats(): FdCacheStats {
-    return { open: this.lru.size, opens: this.opens, evictions: this.evictions };
+    return { open: this.open.size, opens: this.opens, evictions: this.evictions };
   }
 }
