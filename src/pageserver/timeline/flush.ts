@@ -26,7 +26,7 @@ import { formatLsn } from '../../postgres/lsn.ts';
 import { assert } from '../../util/errors.ts';
 import { InMemoryLayer } from '../../storage/inmemorylayer.ts';
 import { writeInMemoryLayer } from './layerfiles.ts';
-import { MAX_FROZEN_LAYERS, type Timeline } from './timeline.ts';
+import { MAX_FROZEN_LAYERS, TimelineStateError, type Timeline } from './timeline.ts';
 
 /** Freezes the open layer at last_record_lsn + 1, if anything was ingested since the last freeze. */
 export function freezeOpenLayer(timeline: Timeline): boolean {
@@ -81,7 +81,10 @@ export async function checkpoint(timeline: Timeline): Promise<void> {
   freezeOpenLayer(timeline);
   const target = timeline.nextOpenLayerAt - 1n;
   while (timeline.diskConsistentLsn < target) {
-    if (timeline.state === 'Broken') throw new Error(`timeline ${timeline.timelineId} is broken: ${timeline.brokenReason ?? ''}`);
+    if (timeline.state === 'Broken') {
+      throw new TimelineStateError(`checkpoint of timeline ${timeline.timelineId} failed: it is broken (${timeline.brokenReason ?? 'no reason recorded'})`,
+        timeline.context({ state: timeline.state }));
+    }
     await waitForFlushProgress(timeline);
   }
   await timeline.metadataChain;
