@@ -98,9 +98,13 @@ async function waitForFlushProgress(timeline: Timeline): Promise<void> {
 
 function startFlushLoop(timeline: Timeline): void {
   if (timeline.flushTask !== null) return;
-  timeline.flushTask = flushLoop(timeline).finally(() => {
-    timeline.flushTask = null;
+  const task: Promise<void> = flushLoop(timeline).finally(() => {
+    if (timeline.flushTask === task) timeline.flushTask = null;
+    // A layer frozen after the loop saw an empty queue but before this ran must not wait for
+    // the next freeze.
+    if (timeline.layers.frozen.length > 0 && timeline.state !== 'Broken') startFlushLoop(timeline);
   });
+  timeline.flushTask = task;
 }
 
 async function flushLoop(timeline: Timeline): Promise<void> {
