@@ -225,10 +225,26 @@ test(`storage engine agrees with a naive model over ${OPS} random operations`, a
           const images = imageLsns.get(mm.id);
           if (images !== undefined) for (const l of images) if (l > dcl) images.delete(l);
         }
+        assert.deepEqual(tenant.listTimelines().map((t) => t.timelineId).sort(), Array.from(models.keys()).sort(), `seed ${seed}: timelines after restart`);
         count(flush ? 'restart-flush' : 'restart-noflush');
+      } else if (r < 0.975) {
+        // Delete a leaf branch; it must be gone, also after later restarts.
+        const isParent = ms.some((x) => x.ancestor === m);
+        if (isParent) {
+          await expectRejects(tenant.deleteTimeline(m.id), 'conflict', `seed ${seed}: delete of a timeline with branches`);
+          count('delete-refused');
+          continue;
+        }
+        if (m.ancestor === null) continue; // keep the root
+        await tenant.deleteTimeline(m.id);
+        models.delete(m.id);
+        imageLsns.delete(m.id);
+        assert.throws(() => tenant.getTimeline(m.id), { code: 'not_found' });
+        count('delete');
       } else {
         await checkRead(m, rand.pick(allKeys), m.lastLsn);
       }
+      if (op % 500 === 0) assert.equal(tenant.listTimelines().length, models.size, `seed ${seed}: timeline count`);
     }
 
     // Final sweep: every timeline, every key, at several LSNs.
@@ -241,7 +257,7 @@ test(`storage engine agrees with a naive model over ${OPS} random operations`, a
     counters['layer-files'] = layerFiles;
     console.log(`storage model: seed ${seed}, ${OPS} ops, ${models.size} timelines, ${JSON.stringify(counters)}`);
     // The run must actually have exercised every kind of operation.
-    for (const op of ['write', 'read', 'read-missing', 'branch', 'freeze', 'checkpoint', 'image-layer', 'gc-cutoff', 'restart-flush', 'restart-noflush', 'wait-read']) {
+    for (const op of ['write', 'read', 'read-missing', 'branch', 'freeze', 'checkpoint', 'image-layer', 'gc-cutoff', 'restart-flush', 'restart-noflush', 'wait-read', 'delete']) {
       if (OPS >= 2000) assert.ok((counters[op] ?? 0) > 0, `seed ${seed}: operation ${op} never ran`);
     }
     assert.ok(layerFiles > 10, `seed ${seed}: only ${layerFiles} layer files were written`);
