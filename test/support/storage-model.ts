@@ -8,7 +8,8 @@
  * bits) are re-implemented here from PostgreSQL's rules, independently of src/storage/redo.ts, so
  * the model never calls the code under test.
  */
-import { SlruKind, keyFields, slruBlockKey, relBlockKey, type Key } from '../../src/storage/key.ts';
+import { SlruKind, keyFields, slruBlockKey, relBlockKey, relBlockOfKey, type Key } from '../../src/storage/key.ts';
+import { encodeRecord } from '../../src/postgres/walwriter.ts';
 import type { Value } from '../../src/storage/value.ts';
 
 export interface Rand {
@@ -38,6 +39,44 @@ export interface ModelWrite {
   lsn: bigint;
   key: Key;
   value: Value;
+  /** For a will-init WAL record: the page it produces, computed by the model. */
+  page?: Buffer;
+}
+
+const RM_XLOG_ID = 0;
+const XLOG_FPI = 0xb0;
+
+/**
+ * A PostgreSQL XLOG FPI record carrying a full-page image (to apply) of a relation block, and the
+ * page redo must produce from it: the image, with the hole zeroed, and pd_lsn set to the record's
+ * end LSN (PostgreSQL leaves pd_lsn alone on a new page, pd_upper = 0).
+ */
+export function modelFpiRecord(rand: Rand, key: Key, recordLsn: bigint, versionLsn: bigint): { value: Value; page: Buffer } {
+  const src = modelImage(rand);
+  const isNew = rand.next() < 0.1; // PageIsNew: pd_upper = 0, pd_lsn is left alone
+  const withHole = !isNew && rand.next() < 0.6;
+  const holeOffset = withHole ? 24 + 8 * rand.int(100) : 0;
+  const holeLength = withHole ? 8 * (1 + rand.int(500)) : 0;
+  // A standard page header: the hole PostgreSQL leaves out is exactly [pd_lower, pd_upper).
+  const lower = withHole ? holeOffset : 24 + 8 * rand.int(100);
+  src.writeUInt16LE(0, 10); // pd_flags
+  src.writeUInt16LE(lower, 12);
+  src.writeUInt16LE(isNew ? 0 : withHole ? holeOffset + holeLength : lower, 14);
+  src.writeUInt16LE(8192, 16);
+  src.writeUInt16LE(8192 | 4, 18);
+  if (withHole) src.fill(0, holeOffset, holeOffset + holeLength);
+  const { rel, blockNumber } = relBlockOfKey(key);
+  const record = encodeRecord({
+    xid: 0, rmid: RM_XLOG_ID, info: XLOG_FPI,
+    blocks: [{ id: 0, rnode: { spcNode: rel.spcNode, dbNode: rel.dbNode, relNode: rel.relNode }, forkNum: rel.forkNum, blkno: blockNumber,
+      image: { page: src, holeOffset, holeLength, apply: true } }],
+  }, recordLsn);
+  const page = Buffer.from(src);
+  if (page.readUInt16LE(14) !== 0) {
+    page.writeUInt32LE(Number(versionLsn >> 32n), 0);
+    page.writeUInt32LE(Number(versionLsn & 0xffffffffn), 4);
+  }
+  return { value: { kind: 'pgRecord', willInit: true, recordLsn, record: Buffer.from(record) }, page };
 }
 
 const PAGE = 8192;
@@ -141,7 +180,7 @@ export class ModelTimeline {
     const versions = this.versions(key, lsn);
     let start = -1;
     for (let i = versions.length - 1; i >= 0; i--) {
-      if (versions[i]!.value.kind === 'image') {
+      if (versions[i]!.value.kind === 'image' || versions[i]!.page !== undefined) {
         start = i;
         break;
       }
@@ -150,7 +189,8 @@ export class ModelTimeline {
       if (versions.length > 0) throw new Error('model workload wrote a record with no image below it');
       return null;
     }
-    let page = (versions[start]!.value as { image: Buffer }).image;
+    const base = versions[start]!;
+    let page = base.page ?? (base.value as { image: Buffer }).image;
     for (let i = start + 1; i < versions.length; i++) page = applyModelRecord(page, versions[i]!.value);
     return page;
   }

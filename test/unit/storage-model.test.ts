@@ -23,7 +23,7 @@ import type { Timeline } from '../../src/pageserver/timeline/timeline.ts';
 import { checkpoint, checkpointIfNeeded, freezeOpenLayer } from '../../src/pageserver/timeline/flush.ts';
 import { getPage } from '../../src/pageserver/timeline/read.ts';
 import { createImageLayer } from '../../src/pageserver/timeline/images.ts';
-import { ModelTimeline, modelImage, modelKeys, modelRecord, prng, type Rand } from '../support/storage-model.ts';
+import { ModelTimeline, modelFpiRecord, modelImage, modelKeys, modelRecord, prng, type Rand } from '../support/storage-model.ts';
 
 const OPS = Number(process.env['STRATA_MODEL_OPS'] ?? 3000);
 const SEED = process.env['STRATA_MODEL_SEED'] !== undefined ? Number(process.env['STRATA_MODEL_SEED']) : (Date.now() ^ (process.pid << 8)) >>> 0;
@@ -72,10 +72,10 @@ test(`storage engine agrees with a naive model over ${OPS} random operations`, a
     const allKeys: Key[] = [...imageKeys, ...recordKeys];
     const real = (id: string): Timeline => tenant.getTimeline(id);
 
-    const ingest = (tl: Timeline, m: ModelTimeline, puts: { key: Key; value: import('../../src/storage/value.ts').Value }[], endLsn: bigint, startLsn: bigint | null): void => {
+    const ingest = (tl: Timeline, m: ModelTimeline, puts: { key: Key; value: import('../../src/storage/value.ts').Value; page?: Buffer }[], endLsn: bigint, startLsn: bigint | null): void => {
       for (const p of puts) {
         tl.put(p.key, endLsn, p.value);
-        m.writes.push({ lsn: endLsn, key: p.key, value: p.value });
+        m.writes.push(p.page === undefined ? { lsn: endLsn, key: p.key, value: p.value } : { lsn: endLsn, key: p.key, value: p.value, page: p.page });
       }
       tl.finishRecord(endLsn, startLsn);
       m.records.push({ endLsn, startLsn });
@@ -86,7 +86,7 @@ test(`storage engine agrees with a naive model over ${OPS} random operations`, a
     const writeRecord = (m: ModelTimeline): bigint => {
       const tl = real(m.id);
       const endLsn = m.lastLsn + 8n * BigInt(1 + rand.int(64));
-      const puts: { key: Key; value: import('../../src/storage/value.ts').Value }[] = [];
+      const puts: { key: Key; value: import('../../src/storage/value.ts').Value; page?: Buffer }[] = [];
       const used = new Set<Key>();
       const n = 1 + rand.int(3);
       for (let j = 0; j < n; j++) {
@@ -94,8 +94,16 @@ test(`storage engine agrees with a naive model over ${OPS} random operations`, a
         if (used.has(key)) continue;
         used.add(key);
         const hasBase = m.expected(key, m.lastLsn) !== null;
-        const useRecord = recordKeys.includes(key) && hasBase && rand.next() < 0.8;
-        puts.push({ key, value: useRecord ? modelRecord(rand, key) : { kind: 'image', image: modelImage(rand) } });
+        if (recordKeys.includes(key)) {
+          const useRecord = hasBase && rand.next() < 0.8;
+          puts.push({ key, value: useRecord ? modelRecord(rand, key) : { kind: 'image', image: modelImage(rand) } });
+        } else if (rand.next() < 0.3) {
+          // A WAL record with a full-page image: will-init, reconstructed by redo.
+          puts.push({ key, ...modelFpiRecord(rand, key, m.lastLsn, endLsn) });
+          count('fpi-record');
+        } else {
+          puts.push({ key, value: { kind: 'image', image: modelImage(rand) } });
+        }
       }
       ingest(tl, m, puts, endLsn, m.lastLsn);
       return endLsn;
@@ -220,7 +228,7 @@ test(`storage engine agrees with a naive model over ${OPS} random operations`, a
           mm.lastLsn = dcl;
           mm.prevLsn = mm.prevAt(dcl);
           for (const rec of lost.records) {
-            ingest(t2, mm, lost.writes.filter((w) => w.lsn === rec.endLsn).map((w) => ({ key: w.key, value: w.value })), rec.endLsn, rec.startLsn);
+            ingest(t2, mm, lost.writes.filter((w) => w.lsn === rec.endLsn).map((w) => (w.page === undefined ? { key: w.key, value: w.value } : { key: w.key, value: w.value, page: w.page })), rec.endLsn, rec.startLsn);
           }
           const images = imageLsns.get(mm.id);
           if (images !== undefined) for (const l of images) if (l > dcl) images.delete(l);
@@ -257,7 +265,7 @@ test(`storage engine agrees with a naive model over ${OPS} random operations`, a
     counters['layer-files'] = layerFiles;
     console.log(`storage model: seed ${seed}, ${OPS} ops, ${models.size} timelines, ${JSON.stringify(counters)}`);
     // The run must actually have exercised every kind of operation.
-    for (const op of ['write', 'read', 'read-missing', 'branch', 'freeze', 'checkpoint', 'image-layer', 'gc-cutoff', 'restart-flush', 'restart-noflush', 'wait-read', 'delete']) {
+    for (const op of ['write', 'read', 'read-missing', 'branch', 'freeze', 'checkpoint', 'image-layer', 'gc-cutoff', 'restart-flush', 'restart-noflush', 'wait-read', 'delete', 'fpi-record']) {
       if (OPS >= 2000) assert.ok((counters[op] ?? 0) > 0, `seed ${seed}: operation ${op} never ran`);
     }
     assert.ok(layerFiles > 10, `seed ${seed}: only ${layerFiles} layer files were written`);
