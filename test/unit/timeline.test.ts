@@ -330,3 +330,33 @@ test('tenant config persists; a failed flush breaks the timeline instead of ackn
     assert.equal(t2.config.gcHorizonBytes, 1 << 26, 'setConfig replaced the overrides');
   });
 });
+
+test('a branch never reads through a broken ancestor (a missing layer could expose an older version)', async () => {
+  await withStore(async ({ open: openStore }) => {
+    const mgr = await openStore();
+    const tenant = await mgr.createTenant();
+    const main = await tenant.createTimeline({ pgVersion: 15, startLsn: 0x100n });
+    write(main, 0x108n, [[K1, image(1)]]);
+    await checkpoint(main);
+    write(main, 0x110n, [[K1, image(2)]]);
+    await checkpoint(main);
+    const child = await tenant.branchTimeline({ ancestorTimelineId: main.timelineId });
+    write(child, 0x118n, [[K2, image(3)]]);
+    await mgr.shutdown({ flush: true });
+    // Damage the summary of main's newest layer: on load it is refused and main is Broken.
+    const newest = (await readdir(main.dir)).filter((n) => parseLayerFileName(n)?.lsnRange.start === 0x109n);
+    assert.equal(newest.length, 1);
+    const fh = await open(path.join(main.dir, newest[0]!), 'r+');
+    await fh.write(Buffer.from([0x58]), 0, 1, 20);
+    await fh.close();
+    const mgr2 = await openStore();
+    const t2 = mgr2.getTenant(tenant.tenantId);
+    assert.equal(t2.getTimeline(main.timelineId).state, 'Broken');
+    const c2 = t2.getTimeline(child.timelineId);
+    assert.deepEqual(await getPage(c2, K2, 0x118n), page(3), 'the branch\u2019s own data is readable');
+    const err = await getPage(c2, K1, 0x118n).then(() => null, (e: unknown) => e as Error & { code: string });
+    assert.ok(err !== null, 'reading K1 would have returned the older image 1 from the layer that did load');
+    assert.equal(err.code, 'timeline_not_active');
+    assert.match(err.message, /ancestor .* is broken/);
+  });
+});

@@ -23,13 +23,26 @@ import { AssertionFailedError, StrataError, type ErrorContext } from '../../util
 import { describeKey, keyToHex, type Key } from '../../storage/key.ts';
 import { newReconstructState } from '../../storage/layer.ts';
 import { reconstructPage } from '../../storage/redo.ts';
-import type { Timeline } from './timeline.ts';
+import { TimelineStateError, type Timeline } from './timeline.ts';
 
 /** No version of the key exists at or below the LSN (on this timeline or its ancestors). */
 export class KeyNotFoundError extends StrataError {
   constructor(message: string, context: ErrorContext) {
     super('key_not_found', message, context);
     this.name = 'KeyNotFoundError';
+  }
+}
+
+/**
+ * A Broken ancestor may be missing layers (one failed to load), so reading through it could find
+ * an older version and return it as current: refuse instead. (Stopping is fine: its layers are
+ * all there until it is gone, and a branch's ancestor cannot be deleted.)
+ */
+function checkAncestorReadable(timeline: Timeline, ancestor: Timeline): void {
+  if (ancestor.state === 'Broken') {
+    throw new TimelineStateError(
+      `timeline ${timeline.timelineId} reads through its ancestor ${ancestor.timelineId}, which is broken: ${ancestor.brokenReason ?? 'no reason recorded'}`,
+      timeline.context({ ancestor: ancestor.timelineId, reason: ancestor.brokenReason ?? '' }));
   }
 }
 
@@ -79,12 +92,14 @@ export function reconstructAt(timeline: Timeline, key: Key, lsn: Lsn): Buffer {
     if (contLsn <= cachedFloor) break; // everything older is in the cached version
     const ancestor = current.ancestor;
     if (ancestor !== null && contLsn - 1n <= current.ancestorLsn) {
+      checkAncestorReadable(timeline, ancestor);
       current = ancestor;
       continue;
     }
     const found = current.layers.search(key, contLsn);
     if (found === null) {
       if (ancestor === null) break;
+      checkAncestorReadable(timeline, ancestor);
       contLsn = current.ancestorLsn + 1n;
       current = ancestor;
       continue;
