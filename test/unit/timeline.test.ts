@@ -360,3 +360,35 @@ test('a branch never reads through a broken ancestor (a missing layer could expo
     assert.match(err.message, /ancestor .* is broken/);
   });
 });
+
+test('a missing layer file is noticed at restart (L0 files tile the LSN range, empty ones included)', async () => {
+  for (const which of ['middle', 'newest', 'branch-first'] as const) {
+    await withStore(async ({ open: openStore }) => {
+      const mgr = await openStore();
+      const tenant = await mgr.createTenant();
+      const main = await tenant.createTimeline({ pgVersion: 15, startLsn: 0x100n });
+      const branch = await tenant.branchTimeline({ ancestorTimelineId: main.timelineId });
+      write(main, 0x108n, [[K1, image(1)]]);
+      await checkpoint(main);
+      main.finishRecord(0x110n, 0x108n); // a record without values still gets its (empty) layer file
+      await checkpoint(main);
+      write(main, 0x118n, [[K1, image(3)]]);
+      await checkpoint(main);
+      write(branch, 0x108n, [[K2, image(4)]]);
+      await checkpoint(branch);
+      await mgr.shutdown({ flush: true });
+      const layers = (await readdir(main.dir)).filter((n) => parseLayerFileName(n) !== null).sort();
+      assert.equal(layers.length, 3, 'three flushes, three files');
+      const victim = which === 'branch-first'
+        ? path.join(branch.dir, (await readdir(branch.dir)).find((n) => parseLayerFileName(n) !== null)!)
+        : path.join(main.dir, which === 'middle' ? layers[1]! : layers[2]!);
+      await rm(victim);
+      const mgr2 = await openStore();
+      const t2 = mgr2.getTenant(tenant.tenantId);
+      const broken = t2.getTimeline(which === 'branch-first' ? branch.timelineId : main.timelineId);
+      assert.equal(broken.state, 'Broken', `${which}: the timeline must not serve reads`);
+      assert.match(broken.brokenReason ?? '', /uncovered|missing|no layer file/);
+      assert.equal(await codeOf(getPage(broken, K1, broken.lastRecordLsn)), 'timeline_not_active');
+    });
+  }
+});

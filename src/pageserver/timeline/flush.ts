@@ -9,7 +9,8 @@
  *
  * Flush (one background task per timeline, oldest frozen layer first):
  *   1. write the layer's entries in (key, LSN) order to an L0 delta file (temp → fsync → rename →
- *      fsync dir, by the layer file writer) — a layer with no values writes no file;
+ *      fsync dir, by the layer file writer) — also when it holds no values, so that L0 files tile
+ *      the timeline's LSN range and a missing one is noticed at restart;
  *   2. in one synchronous step, swap the frozen layer for the file in the layer map and move
  *      disk_consistent_lsn to the layer's last record (end − 1);
  *   3. persist the metadata. Only then is the WAL below disk_consistent_lsn safe to forget.
@@ -123,7 +124,9 @@ async function flushOldestFrozen(timeline: Timeline): Promise<void> {
   const info = timeline.frozenInfo[0]!;
   assert(info.layer === frozen, 'frozen layer bookkeeping out of step', timeline.context());
   const endLsn: Lsn = frozen.endLsn!;
-  const file = frozen.entryCount > 0 ? await writeInMemoryLayer(timeline, frozen) : null;
+  // Even a layer without values is written: L0 files then tile the timeline's LSN range without
+  // gaps, which is how a restart notices a layer file that went missing (load.ts).
+  const file = await writeInMemoryLayer(timeline, frozen);
 
   // From here to the metadata save nothing awaits: readers see the file or the frozen layer.
   timeline.layers.replaceFrozen(frozen, file);
@@ -133,5 +136,5 @@ async function flushOldestFrozen(timeline: Timeline): Promise<void> {
   timeline.diskConsistentPrevLsn = info.prevRecordLsn;
   await timeline.saveMetadata();
   timeline.diskConsistent.advance(info.lastRecordLsn);
-  timeline.log.debug('flushed layer', { file: file?.fileName ?? '(no values)', disk_consistent_lsn: formatLsn(info.lastRecordLsn) });
+  timeline.log.debug('flushed layer', { file: file.fileName, disk_consistent_lsn: formatLsn(info.lastRecordLsn) });
 }

@@ -8,6 +8,10 @@
  *   disk_consistent_lsn + 1, an image above it) were written by a flush whose metadata update
  *   never happened: removed, because ingestion resumes at disk_consistent_lsn and will write
  *   that range again;
+ * - the L0 delta files must tile the LSN range from the timeline's first layer to
+ *   disk_consistent_lsn + 1 with no gap (every flush writes one, even without values), and a
+ *   branch's first layer starts right after its branch point: a missing file (lost disk block,
+ *   operator mistake) would otherwise let reads find an older version and return it as current;
  * - every other layer file is opened (summary and index fence checked) and added to the map.
  *   A layer that fails its checks makes the timeline Broken with the reason, instead of serving
  *   reads that might need it.
@@ -17,6 +21,7 @@ import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { formatLsn } from '../../postgres/lsn.ts';
 import { TEMP_SUFFIX, fsyncDir } from '../../util/durable.ts';
+import { StrataError } from '../../util/errors.ts';
 import { parseLayerFileName } from '../../storage/layerfile/format.ts';
 import { openLayerFile } from './layerfiles.ts';
 import type { Timeline } from './timeline.ts';
@@ -57,6 +62,7 @@ export async function loadTimelineLayers(timeline: Timeline): Promise<LoadReport
   if (report.tempFilesRemoved.length > 0 || report.futureLayersRemoved.length > 0) await fsyncDir(timeline.dir);
 
   toOpen.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  checkDeltaCoverage(timeline, toOpen.map((t) => t.name));
   for (const { name } of toOpen) {
     timeline.layers.addHistoric(openLayerFile(timeline, name));
     report.layersLoaded++;
@@ -67,4 +73,33 @@ export async function loadTimelineLayers(timeline: Timeline): Promise<LoadReport
   }
   for (const name of report.unknownFiles) timeline.log.warn('unknown file in timeline directory left alone', { file: name });
   return report;
+}
+
+/** Throws when the L0 deltas leave an LSN gap below disk_consistent_lsn (see the module comment). */
+function checkDeltaCoverage(timeline: Timeline, names: string[]): void {
+  const deltas = names.map((n) => ({ name: n, parsed: parseLayerFileName(n)! })).filter((d) => d.parsed.kind === 'delta')
+    .sort((a, b) => (a.parsed.lsnRange.start < b.parsed.lsnRange.start ? -1 : 1));
+  const fail = (what: string): never => {
+    throw new StrataError('layer_missing', `timeline ${timeline.timelineId}: ${what}; refusing to serve reads that could skip it`, timeline.context());
+  };
+  const isBranch = timeline.ancestor !== null;
+  if (deltas.length === 0) {
+    if (isBranch && timeline.diskConsistentLsn > timeline.ancestorLsn) {
+      fail(`no layer file holds the WAL from the branch point ${formatLsn(timeline.ancestorLsn)} to disk_consistent_lsn ${formatLsn(timeline.diskConsistentLsn)}`);
+    }
+    return;
+  }
+  const first = deltas[0]!.parsed.lsnRange.start;
+  if (isBranch && first !== timeline.ancestorLsn + 1n) {
+    fail(`the first layer file starts at ${formatLsn(first)}, not right after the branch point ${formatLsn(timeline.ancestorLsn)}`);
+  }
+  for (let i = 1; i < deltas.length; i++) {
+    const prevEnd = deltas[i - 1]!.parsed.lsnRange.end;
+    const start = deltas[i]!.parsed.lsnRange.start;
+    if (start !== prevEnd) fail(`layer files leave the LSN range [${formatLsn(prevEnd)}, ${formatLsn(start)}) uncovered (between ${deltas[i - 1]!.name} and ${deltas[i]!.name})`);
+  }
+  const lastEnd = deltas[deltas.length - 1]!.parsed.lsnRange.end;
+  if (lastEnd !== timeline.diskConsistentLsn + 1n) {
+    fail(`the newest layer file ends at ${formatLsn(lastEnd)} but disk_consistent_lsn is ${formatLsn(timeline.diskConsistentLsn)}: layer files are missing`);
+  }
 }
