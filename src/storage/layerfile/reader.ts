@@ -205,7 +205,12 @@ export class LayerFileReader implements ReadableLayer, FdHolder {
       this.fdCache.touch(this);
       return this.fd;
     }
-    const fd = openSync(this.path, 'r');
+    let fd: number;
+    try {
+      fd = openSync(this.path, 'r');
+    } catch (err) {
+      throw new LayerCorruptionError(`layer file ${this.path} cannot be reopened: ${(err as Error).message}`, { path: this.path }, { cause: err });
+    }
     const size = fstatSync(fd).size;
     if (size !== this.sizeBytes) {
       closeSync(fd);
