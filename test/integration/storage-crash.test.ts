@@ -8,7 +8,8 @@
  * - resume ingestion at disk_consistent_lsn (last_record_lsn and prev_record_lsn as the model says);
  * - hold no temporary files and no layer beyond disk_consistent_lsn;
  * - return, for random keys and LSNs up to disk_consistent_lsn, exactly the model's pages, on
- *   the timeline and on the branch made mid-run.
+ *   the timeline (also through the image layers the child makes now and then) and on the branch
+ *   made mid-run.
  * STRATA_CRASH_ITERATIONS sets the number of kills (default 12); the seed is printed.
  */
 import { test } from 'node:test';
@@ -93,6 +94,7 @@ test(`storage survives ${ITERATIONS} SIGKILLs during flushes`, { timeout: 600_00
   const keys = [...imageKeys, ...recordKeys];
   let lastDcl = CRASH_BASE_LSN;
   let totalDurableLines = 0;
+  let imageLayersSeen = 0;
   try {
     for (let it = 0; it < ITERATIONS; it++) {
       const killAfterMs = 40 + rand.int(400);
@@ -119,6 +121,7 @@ test(`storage survives ${ITERATIONS} SIGKILLs during flushes`, { timeout: 600_00
           const parsed = parseLayerFileName(name);
           if (parsed !== null) assert.ok(parsed.lsnRange.end <= dcl + 1n, `layer beyond disk_consistent_lsn survived: ${name}`);
         }
+        imageLayersSeen += (await readdir(tl.dir)).filter((n) => parseLayerFileName(n)?.kind === 'image').length;
         extendModel(dcl);
         for (let i = 0; i < 40; i++) {
           const lsn = i === 0 ? dcl : CRASH_BASE_LSN + 8n * BigInt(rand.int(Number((dcl - CRASH_BASE_LSN) / 8n) + 1));
@@ -147,7 +150,7 @@ test(`storage survives ${ITERATIONS} SIGKILLs during flushes`, { timeout: 600_00
         await mgr.shutdown({ flush: false });
       }
     }
-    console.log(`storage crash: seed ${seed}, ${ITERATIONS} kills, ${totalDurableLines} durable acknowledgements, final disk_consistent_lsn ${formatLsn(lastDcl)} (${crashRecordIndexOfEnd(lastDcl) + 1} records)`);
+    console.log(`storage crash: seed ${seed}, ${ITERATIONS} kills, ${totalDurableLines} durable acknowledgements, ${imageLayersSeen} image layers seen at reopen, final disk_consistent_lsn ${formatLsn(lastDcl)} (${crashRecordIndexOfEnd(lastDcl) + 1} records)`);
     assert.ok(totalDurableLines > ITERATIONS, `seed ${seed}: the child acknowledged too few flushes (${totalDurableLines}) for the kills to land mid-flush`);
   } catch (err) {
     console.error(`storage crash test failed with seed ${seed} (replay: STRATA_CRASH_SEED=${seed})`);

@@ -1,8 +1,8 @@
 /**
  * Child process of the crash-safety test: ingests the deterministic workload of
  * test/support/storage-model.ts (crashRecord) into a pageserver directory as fast as it can,
- * with a tiny checkpoint_distance so layer flushes and metadata writes happen all the time,
- * until it is killed.
+ * with a tiny checkpoint_distance so layer flushes and metadata writes happen all the time, and
+ * an image layer now and then, until it is killed.
  *
  * Protocol on stdout (one line each, flushed before the next step):
  *   ready <tenant> <timeline> <resume-lsn>     after opening (and, first time, creating) the store
@@ -12,6 +12,8 @@
  */
 import { TenantManager } from '../../src/pageserver/tenantmgr.ts';
 import { checkpointIfNeeded } from '../../src/pageserver/timeline/flush.ts';
+import { createImageLayer } from '../../src/pageserver/timeline/images.ts';
+import { KEY_MAX, KEY_MIN } from '../../src/storage/key.ts';
 import { formatLsn } from '../../src/postgres/lsn.ts';
 import {
   BRANCH_AT_RECORD, BRANCH_POINT_RECORD, CRASH_BASE_LSN, CRASH_BRANCH_ID, CRASH_TENANT_ID, CRASH_TIMELINE_ID, crashRecord, crashRecordIndexOfEnd,
@@ -56,6 +58,13 @@ async function main(): Promise<void> {
       }
     }
     if (i % 4 === 0) await checkpointIfNeeded(timeline);
+    // Now and then an image layer of everything at disk_consistent_lsn, so kills also land in
+    // image layer writes and restarts load image layers.
+    if (i % 700 === 350 && timeline.diskConsistentLsn > CRASH_BASE_LSN) {
+      const lsn = timeline.diskConsistentLsn;
+      const exists = timeline.layers.historicLayers().some((l) => l.desc.kind === 'image' && l.desc.lsnRange.start === lsn);
+      if (!exists) await createImageLayer(timeline, { start: KEY_MIN, end: KEY_MAX }, lsn);
+    }
     const durable = timeline.diskConsistent.lsn;
     if (durable > printed) {
       out(`durable ${formatLsn(durable)}`);
