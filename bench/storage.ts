@@ -59,6 +59,7 @@ import { MAX_FROZEN_LAYERS, type Timeline } from '../src/pageserver/timeline/tim
 import { checkpoint, checkpointIfNeeded } from '../src/pageserver/timeline/flush.ts';
 import { getPage, reconstructAt } from '../src/pageserver/timeline/read.ts';
 import { createImageLayer } from '../src/pageserver/timeline/images.ts';
+import { rng } from '../test/unit/test-compressors.ts';
 
 const CHILD_DIR_ENV = 'STRATA_BENCH_STORAGE_CHILD_DIR';
 const quick = process.env['BENCH_QUICK'] === '1';
@@ -269,18 +270,6 @@ function round(n: number, digits: number): number {
 // ---------------------------------------------------------------------------------------------
 // Child: the measurement.
 
-/** Deterministic PRNG (mulberry32), so runs read the same key orders. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function permutation(n: number, rand: () => number): Uint32Array {
   const p = new Uint32Array(n);
   for (let i = 0; i < n; i++) p[i] = i;
@@ -468,7 +457,7 @@ function hitRate(hits: number, misses: number): number {
 async function child(dir: string): Promise<void> {
   process.env['STRATA_LOG'] ??= 'warn';
   const S = SIZES;
-  const rand = prng(0x5eed);
+  const rand = rng(0x5eed); // seeded (mulberry32), so runs read the same key orders
   const mgr = await TenantManager.open({
     workdir: dir, pageCacheBytes: DEFAULT_PAGE_CACHE_BYTES, blockCacheBytes: DEFAULT_BLOCK_CACHE_BYTES, waitLsnTimeoutMs: 60_000,
   });

@@ -23,7 +23,7 @@ import type { Lsn } from '../postgres/lsn.ts';
 import { formatLsn } from '../postgres/lsn.ts';
 import { StrataError, InvalidInputError, assert, type ErrorContext } from '../util/errors.ts';
 import { TEMP_SUFFIX, fsyncDir } from '../util/durable.ts';
-import { generateId, parseId } from '../util/ids.ts';
+import { generateId, parseId, tryParseId } from '../util/ids.ts';
 import type { Logger } from '../util/log.ts';
 import { loadMetadata, saveMetadata, type TimelineMetadata } from './metadata.ts';
 import { createTenantStateMachine, type TenantStateKind, type TenantStateMachine } from './states.ts';
@@ -187,10 +187,8 @@ export class Tenant {
         this.log.info('removed leftover of an interrupted timeline create/delete', { dir: name });
         continue;
       }
-      let id: string;
-      try {
-        id = parseId(name, 'timeline');
-      } catch {
+      const id = tryParseId(name);
+      if (id === null) {
         this.log.warn('unknown entry in the timelines directory left alone', { name });
         continue;
       }
@@ -378,10 +376,7 @@ export class Tenant {
 }
 
 function closeTimelineLayers(tl: Timeline): void {
-  for (const layer of tl.layers.historicLayers()) {
-    const closable = layer as { close?: () => void };
-    closable.close?.();
-  }
+  for (const layer of tl.layers.historicLayers()) layer.close();
   const err = new StrataError('timeline_stopped', `timeline ${tl.timelineId} is shutting down`, { tenant: tl.tenantId, timeline: tl.timelineId });
   tl.lastRecord.close(err);
   tl.diskConsistent.close(err);

@@ -13,7 +13,7 @@ import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { StrataError } from '../util/errors.ts';
 import { TEMP_SUFFIX, fsyncDir } from '../util/durable.ts';
-import { generateId, parseId } from '../util/ids.ts';
+import { generateId, parseId, tryParseId } from '../util/ids.ts';
 import { Logger, rootLogger } from '../util/log.ts';
 import { BlockCache } from '../storage/layerfile/blockcache.ts';
 import { FdCache } from '../storage/layerfile/fdcache.ts';
@@ -76,10 +76,8 @@ export class TenantManager {
         mgr.log.info('removed leftover of an interrupted tenant creation', { dir: name });
         continue;
       }
-      let tenantId: string;
-      try {
-        tenantId = parseId(name, 'tenant');
-      } catch {
+      const tenantId = tryParseId(name);
+      if (tenantId === null) {
         mgr.log.warn('unknown entry in the tenants directory left alone', { name });
         continue;
       }

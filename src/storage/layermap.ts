@@ -36,6 +36,10 @@ export interface HistoricLayer extends ReadableLayer {
   readonly desc: LayerDesc;
   readonly fileName: string;
   readonly sizeBytes: number;
+  /** Every (key, LSN) the layer holds, in order, without reading values. */
+  indexEntries(): Iterable<{ key: Key; lsn: Lsn }>;
+  /** Releases the file (the layer is no longer read). */
+  close(): void;
 }
 
 export interface SearchResult {
@@ -86,11 +90,11 @@ export class LayerMap {
     this.historic.splice(i, 1);
   }
 
-  /** Replaces the oldest frozen layer by the file it was written to (null: it held nothing). */
-  replaceFrozen(frozen: InMemoryLayer, file: HistoricLayer | null): void {
+  /** Replaces the oldest frozen layer by the file it was written to. */
+  replaceFrozen(frozen: InMemoryLayer, file: HistoricLayer): void {
     assert(this.frozen[0] === frozen, 'only the oldest frozen layer can be replaced');
     this.frozen.shift();
-    if (file !== null) this.addHistoric(file);
+    this.addHistoric(file);
   }
 
   search(key: Key, contLsn: Lsn): SearchResult | null {

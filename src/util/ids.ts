@@ -35,6 +35,11 @@ export function parseId(text: string, what: 'tenant' | 'timeline'): string {
   return text.toLowerCase();
 }
 
+/** Like parseId, but null for text that is not an id (directory scans skip such entries). */
+export function tryParseId(text: string): string | null {
+  return ID_TEXT.test(text) ? text.toLowerCase() : null;
+}
+
 /** True if `text` is already a canonical (lower-case, 32 hex digits) id. */
 export function isCanonicalId(text: string): boolean {
   return CANONICAL_ID.test(text);

@@ -10,6 +10,7 @@
  */
 import { SlruKind, keyFields, slruBlockKey, relBlockKey, relBlockOfKey, type Key } from '../../src/storage/key.ts';
 import { encodeRecord } from '../../src/postgres/walwriter.ts';
+import { rng } from '../unit/test-compressors.ts';
 import type { Value } from '../../src/storage/value.ts';
 
 export interface Rand {
@@ -18,16 +19,9 @@ export interface Rand {
   pick<T>(items: readonly T[]): T;
 }
 
-/** mulberry32: small, fast, seedable. */
+/** The tests' seeded PRNG (rng, mulberry32) with the helpers the model's workloads use. */
 export function prng(seed: number): Rand {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = rng(seed);
   return {
     next,
     int: (n: number) => Math.floor(next() * n),

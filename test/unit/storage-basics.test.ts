@@ -124,6 +124,8 @@ function fakeLayer(name: string, kind: 'delta' | 'image', start: bigint, end: bi
   const asked: [bigint, bigint][] = [];
   return {
     desc, fileName: name, sizeBytes: 0, asked,
+    indexEntries: () => [],
+    close: () => undefined,
     getValueReconstructData(_k: Key, floor: bigint, endLsn: bigint, _s: ReconstructState): boolean {
       asked.push([floor, endLsn]);
       return false;

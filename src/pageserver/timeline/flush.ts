@@ -44,7 +44,7 @@ export function freezeOpenLayer(timeline: Timeline): boolean {
   open.freeze(endLsn);
   timeline.layers.open = null;
   timeline.layers.frozen.push(open);
-  timeline.frozenInfo.push({ layer: open, lastRecordLsn: timeline.lastRecordLsn, prevRecordLsn: timeline.prevRecordLsn });
+  timeline.frozenInfo.push({ layer: open, prevRecordLsn: timeline.prevRecordLsn });
   timeline.nextOpenLayerAt = endLsn;
   timeline.lastFreezeAtLsn = timeline.lastRecordLsn;
   timeline.lastFreezeAtMs = Date.now();
@@ -92,9 +92,8 @@ export async function checkpoint(timeline: Timeline): Promise<void> {
 }
 
 async function waitForFlushProgress(timeline: Timeline): Promise<void> {
-  const task = timeline.flushTask;
-  if (task === null) startFlushLoop(timeline);
-  await (timeline.flushTask ?? Promise.resolve());
+  if (timeline.flushTask === null) startFlushLoop(timeline);
+  await timeline.flushTask;
 }
 
 function startFlushLoop(timeline: Timeline): void {
@@ -123,18 +122,18 @@ async function flushOldestFrozen(timeline: Timeline): Promise<void> {
   const frozen = timeline.layers.frozen[0]!;
   const info = timeline.frozenInfo[0]!;
   assert(info.layer === frozen, 'frozen layer bookkeeping out of step', timeline.context());
-  const endLsn: Lsn = frozen.endLsn!;
+  const lastRecordLsn: Lsn = frozen.endLsn! - 1n;
   // Even a layer without values is written: L0 files then tile the timeline's LSN range without
   // gaps, which is how a restart notices a layer file that went missing (load.ts).
   const file = await writeInMemoryLayer(timeline, frozen);
 
-  // From here to the metadata save nothing awaits: readers see the file or the frozen layer.
+  // The swap and the new disk_consistent_lsn happen in one synchronous step: readers see either
+  // the frozen layer or the file, never neither.
   timeline.layers.replaceFrozen(frozen, file);
   timeline.frozenInfo.shift();
-  assert(info.lastRecordLsn === endLsn - 1n, 'frozen layer end does not match its last record', timeline.context({ end: formatLsn(endLsn) }));
-  timeline.diskConsistentLsn = info.lastRecordLsn;
+  timeline.diskConsistentLsn = lastRecordLsn;
   timeline.diskConsistentPrevLsn = info.prevRecordLsn;
   await timeline.saveMetadata();
-  timeline.diskConsistent.advance(info.lastRecordLsn);
-  timeline.log.debug('flushed layer', { file: file.fileName, disk_consistent_lsn: formatLsn(info.lastRecordLsn) });
+  timeline.diskConsistent.advance(lastRecordLsn);
+  timeline.log.debug('flushed layer', { file: file.fileName, disk_consistent_lsn: formatLsn(lastRecordLsn) });
 }

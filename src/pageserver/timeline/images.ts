@@ -38,7 +38,7 @@ export function collectKeys(timeline: Timeline, range: KeyRange, lsn: Lsn): Key[
     for (const h of layers.historicLayers()) {
       const d = h.desc;
       if (d.lsnRange.start > limit || !keyRangesOverlap(d.keyRange, range)) continue;
-      for (const e of (h as LayerFileHandle).reader.entries()) if (e.lsn <= limit && keyRangeContains(range, e.key)) keys.add(e.key);
+      for (const e of h.indexEntries()) if (e.lsn <= limit && keyRangeContains(range, e.key)) keys.add(e.key);
     }
     if (current.ancestor === null) break;
     limit = limit < current.ancestorLsn ? limit : current.ancestorLsn;

@@ -40,6 +40,10 @@ export class LayerFileHandle implements HistoricLayer {
     return this.reader.getValueReconstructData(key, lsnFloor, lsnEnd, state);
   }
 
+  indexEntries(): Iterable<{ key: Key; lsn: Lsn }> {
+    return this.reader.indexEntries();
+  }
+
   close(): void {
     this.reader.close();
   }

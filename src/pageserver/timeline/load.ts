@@ -22,7 +22,7 @@ import path from 'node:path';
 import { formatLsn } from '../../postgres/lsn.ts';
 import { TEMP_SUFFIX, fsyncDir } from '../../util/durable.ts';
 import { StrataError } from '../../util/errors.ts';
-import { parseLayerFileName } from '../../storage/layerfile/format.ts';
+import { parseLayerFileName, type ParsedLayerFileName } from '../../storage/layerfile/format.ts';
 import { openLayerFile } from './layerfiles.ts';
 import type { Timeline } from './timeline.ts';
 
@@ -38,7 +38,7 @@ export async function loadTimelineLayers(timeline: Timeline): Promise<LoadReport
   const report: LoadReport = { layersLoaded: 0, tempFilesRemoved: [], futureLayersRemoved: [], unknownFiles: [] };
   const dcl = timeline.diskConsistentLsn;
   const names = (await readdir(timeline.dir)).sort();
-  const toOpen: { name: string; start: bigint }[] = [];
+  const toOpen: { name: string; parsed: ParsedLayerFileName }[] = [];
   for (const name of names) {
     if (name === 'metadata') continue;
     if (name.endsWith(TEMP_SUFFIX)) {
@@ -57,12 +57,12 @@ export async function loadTimelineLayers(timeline: Timeline): Promise<LoadReport
       report.futureLayersRemoved.push(name);
       continue;
     }
-    toOpen.push({ name, start: parsed.lsnRange.start });
+    toOpen.push({ name, parsed });
   }
   if (report.tempFilesRemoved.length > 0 || report.futureLayersRemoved.length > 0) await fsyncDir(timeline.dir);
 
-  toOpen.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-  checkDeltaCoverage(timeline, toOpen.map((t) => t.name));
+  toOpen.sort((a, b) => (a.parsed.lsnRange.start < b.parsed.lsnRange.start ? -1 : a.parsed.lsnRange.start > b.parsed.lsnRange.start ? 1 : 0));
+  checkDeltaCoverage(timeline, toOpen.filter((t) => t.parsed.kind === 'delta'));
   for (const { name } of toOpen) {
     timeline.layers.addHistoric(openLayerFile(timeline, name));
     report.layersLoaded++;
@@ -76,9 +76,8 @@ export async function loadTimelineLayers(timeline: Timeline): Promise<LoadReport
 }
 
 /** Throws when the L0 deltas leave an LSN gap below disk_consistent_lsn (see the module comment). */
-function checkDeltaCoverage(timeline: Timeline, names: string[]): void {
-  const deltas = names.map((n) => ({ name: n, parsed: parseLayerFileName(n)! })).filter((d) => d.parsed.kind === 'delta')
-    .sort((a, b) => (a.parsed.lsnRange.start < b.parsed.lsnRange.start ? -1 : 1));
+function checkDeltaCoverage(timeline: Timeline, deltas: { name: string; parsed: ParsedLayerFileName }[]): void {
+  // `deltas` is sorted by start LSN.
   const fail = (what: string): never => {
     throw new StrataError('layer_missing', `timeline ${timeline.timelineId}: ${what}; refusing to serve reads that could skip it`, timeline.context());
   };

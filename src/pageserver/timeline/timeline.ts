@@ -20,7 +20,7 @@
  */
 import type { Lsn } from '../../postgres/lsn.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
-import { StrataError, assert, type ErrorContext } from '../../util/errors.ts';
+import { AssertionFailedError, StrataError, assert, type ErrorContext } from '../../util/errors.ts';
 import type { Logger } from '../../util/log.ts';
 import { describeKey, type Key } from '../../storage/key.ts';
 import { InMemoryLayer } from '../../storage/inmemorylayer.ts';
@@ -48,10 +48,12 @@ export class LsnBelowGcCutoffError extends StrataError {
   }
 }
 
-/** A frozen layer, with what was true of the timeline when it was frozen. */
+/**
+ * A frozen layer and the prev_record_lsn of the timeline when it was frozen (its last record is
+ * the layer's end LSN − 1; prev_record_lsn is what the metadata needs besides).
+ */
 export interface FrozenLayerInfo {
   layer: InMemoryLayer;
-  lastRecordLsn: Lsn;
   prevRecordLsn: Lsn | null;
 }
 
@@ -236,9 +238,9 @@ export class Timeline {
         this.context({ lsn: formatLsn(endLsn), lastRecordLsn: formatLsn(this.lastRecordLsn) }));
     }
     const open = this.layers.open;
-    if (open !== null) {
+    if (open !== null && open.lastWrittenLsn > endLsn) {
       // Every value of this record is at endLsn; nothing may be newer than the record.
-      assert(open.startLsn <= endLsn, 'open layer starts after the record', this.context());
+      throw new AssertionFailedError('a value was written beyond the end of its record', this.context({ lsn: formatLsn(endLsn) }));
     }
     this.prevRecordLsn = startLsn;
     this.lastRecord.advance(endLsn);

@@ -323,11 +323,11 @@ export class LayerFileReader implements ReadableLayer, FdHolder {
   }
 
   /**
-   * Every entry in (key, lsn) order with its CRC-verified encoded value. Reads index blocks into a
-   * private buffer (a full scan would only flush the shared cache) and each value with one read.
-   * The reader must stay open while the generator runs.
+   * Every index entry in (key, lsn) order, without reading values (checked blocks, checked order).
+   * Reads index blocks into a private buffer (a full scan would only flush the shared cache). The
+   * reader must stay open while the generator runs.
    */
-  *entries(): Generator<LayerEntry, void, undefined> {
+  *indexEntries(): Generator<LayerEntryRef, void, undefined> {
     this.checkOpen();
     const block = Buffer.allocUnsafe(INDEX_BLOCK_SIZE_BYTES);
     let prev: Buffer | null = null;
@@ -351,9 +351,15 @@ export class LayerFileReader implements ReadableLayer, FdHolder {
           willInit: (lenFlags & ENTRY_FLAG_WILL_INIT) !== 0,
           valueCrc32c: block.readUInt32LE(at + EntryOffset.valueCrc),
         };
-        const value = this.readValue(ref);
-        yield { key, lsn, willInit: ref.willInit, value };
+        yield ref;
       }
+    }
+  }
+
+  /** Every entry with its value, in (key, LSN) order (indexEntries plus one read per value). */
+  *entries(): Generator<LayerEntry, void, undefined> {
+    for (const ref of this.indexEntries()) {
+      yield { key: ref.key, lsn: ref.lsn, willInit: ref.willInit, value: this.readValue(ref) };
     }
   }
 
