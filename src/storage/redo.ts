@@ -379,10 +379,14 @@ function clogSetStatus(ctx: RedoContext, target: KeyTarget, w: WorkPage, r: Reco
 function multixactOffset(ctx: RedoContext, target: KeyTarget, w: WorkPage, r: ReconstructRecord, v: MultixactOffsetValue): void {
   if (target.kind !== 'multixactOffsets') throw redoError(ctx, r, 'is stored under a key that is not a multixact offsets page');
   const multiPage = Math.floor(v.multi / MULTIXACT_OFFSETS_PER_PAGE);
-  if (multiPage !== target.pageNo) {
-    throw redoError(ctx, r, `is for multixact ${v.multi}, which belongs to offsets page ${multiPage}, not to this page ${target.pageNo}`);
+  const next = v.next;
+  const nextPage = next === undefined ? -1 : Math.floor(next.multi / MULTIXACT_OFFSETS_PER_PAGE);
+  if (multiPage !== target.pageNo && nextPage !== target.pageNo) {
+    throw redoError(ctx, r, `is for multixact ${v.multi}${next === undefined ? '' : ` (and ${next.multi})`}, which belongs to offsets page ${multiPage}, not to this page ${target.pageNo}`);
   }
-  writable(w).writeUInt32LE(v.offset >>> 0, (v.multi % MULTIXACT_OFFSETS_PER_PAGE) * 4);
+  const page = writable(w);
+  if (multiPage === target.pageNo) page.writeUInt32LE(v.offset >>> 0, (v.multi % MULTIXACT_OFFSETS_PER_PAGE) * 4);
+  if (next !== undefined && nextPage === target.pageNo) page.writeUInt32LE(next.offset >>> 0, (next.multi % MULTIXACT_OFFSETS_PER_PAGE) * 4);
 }
 
 function multixactMembers(ctx: RedoContext, target: KeyTarget, w: WorkPage, r: ReconstructRecord, v: MultixactMembersValue): void {

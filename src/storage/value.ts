@@ -83,6 +83,13 @@ export interface MultixactOffsetValue {
   kind: 'multixactOffset';
   multi: number;
   offset: number;
+  /**
+   * PostgreSQL 15.x (recent minors) also sets the *next* multixact's offset to the end of this
+   * one's members, so a reader can size this multixact before the next one is logged. When the
+   * next multixact is on the same offsets page it rides along here (one value per key and LSN);
+   * otherwise ingest stores it as a separate value under the next page's key.
+   */
+  next?: { multi: number; offset: number };
 }
 
 export interface MultixactMember {
@@ -122,7 +129,7 @@ export function encodedValueSize(v: Value): number {
     case 'pgRecord': return 1 + 1 + 8 + v.record.length;
     case 'clearVmBits': return 1 + 1 + 4 + 4;
     case 'clogSetStatus': return 1 + 1 + 1 + 8 + 4 + 4 * v.xids.length;
-    case 'multixactOffset': return 1 + 4 + 4;
+    case 'multixactOffset': return 1 + 4 + 4 + (v.next === undefined ? 0 : 8);
     case 'multixactMembers': return 1 + 4 + 4 + 5 * v.members.length;
   }
 }
@@ -170,6 +177,10 @@ export function writeValue(v: Value, out: Buffer, offset: number): number {
       out[o++] = ValueTag.multixactOffset;
       out.writeUInt32LE(u32(v.multi, 'multixact id'), o); o += 4;
       out.writeUInt32LE(u32(v.offset, 'multixact offset'), o); o += 4;
+      if (v.next !== undefined) {
+        out.writeUInt32LE(u32(v.next.multi, 'next multixact id'), o); o += 4;
+        out.writeUInt32LE(u32(v.next.offset, 'next multixact offset'), o); o += 4;
+      }
       break;
     case 'multixactMembers':
       if (v.members.length > MAX_LIST_ENTRIES) throw new InvalidInputError(`too many multixact members: ${v.members.length}`);
@@ -237,8 +248,10 @@ export function decodeValue(bytes: Buffer): Value {
       return { kind: 'clogSetStatus', status, xids, timestampUs: hasTs === 1 ? bytes.readBigInt64LE(3) : null };
     }
     case ValueTag.multixactOffset:
-      exact(bytes, 9, 'multixact offset');
-      return { kind: 'multixactOffset', multi: bytes.readUInt32LE(1), offset: bytes.readUInt32LE(5) };
+      if (bytes.length !== 17) exact(bytes, 9, 'multixact offset');
+      return bytes.length === 17
+        ? { kind: 'multixactOffset', multi: bytes.readUInt32LE(1), offset: bytes.readUInt32LE(5), next: { multi: bytes.readUInt32LE(9), offset: bytes.readUInt32LE(13) } }
+        : { kind: 'multixactOffset', multi: bytes.readUInt32LE(1), offset: bytes.readUInt32LE(5) };
     case ValueTag.multixactMembers: {
       need(bytes, 9, 'multixact members');
       const count = bytes.readUInt32LE(5);
@@ -263,7 +276,7 @@ export function describeValue(v: Value): string {
     case 'pgRecord': return `WAL record ${v.willInit ? '(will init) ' : ''}of ${v.record.length} bytes`;
     case 'clearVmBits': return `clear VM bits 0x${v.flags.toString(16)} of heap blocks ${v.newHeapBlock === NO_BLOCK ? '-' : v.newHeapBlock}, ${v.oldHeapBlock === NO_BLOCK ? '-' : v.oldHeapBlock}`;
     case 'clogSetStatus': return `set CLOG status ${v.status} for ${v.xids.length} xids`;
-    case 'multixactOffset': return `multixact ${v.multi} offset ${v.offset}`;
+    case 'multixactOffset': return `multixact ${v.multi} offset ${v.offset}${v.next === undefined ? '' : `, next ${v.next.multi} offset ${v.next.offset}`}`;
     case 'multixactMembers': return `${v.members.length} multixact members at offset ${v.startOffset}`;
   }
 }

@@ -320,6 +320,27 @@ test('multixactOffset: first and last entry of a page, wrap page, other page', (
   assert.match(err.message, /multixact 8192, which belongs to offsets page 4, not to this page 3/);
 });
 
+test('multixactOffset with the next multixact: both entries on one page, or only the one on this page', () => {
+  const key = slruBlockKey(SlruKind.multixactOffsets, 0, 3); // multis 6144..8191
+  const out = redo.apply(ctxFor(key), { lsn: 1n, image: Buffer.alloc(8192) }, [
+    rec(2n, { kind: 'multixactOffset', multi: 6150, offset: 100, next: { multi: 6151, offset: 103 } }),
+  ]);
+  assert.equal(out.readUInt32LE(6 * 4), 100);
+  assert.equal(out.readUInt32LE(7 * 4), 103);
+  // Last multixact of page 3: its next (8192) is on page 4, written there, skipped here.
+  const here = redo.apply(ctxFor(key), { lsn: 1n, image: Buffer.alloc(8192) }, [
+    rec(2n, { kind: 'multixactOffset', multi: 8191, offset: 5, next: { multi: 8192, offset: 9 } }),
+  ]);
+  assert.equal(here.readUInt32LE(8188), 5);
+  assert.equal(here.subarray(0, 8188).every((b) => b === 0), true);
+  const nextKey = slruBlockKey(SlruKind.multixactOffsets, 0, 4);
+  const there = redo.apply(ctxFor(nextKey), { lsn: 1n, image: Buffer.alloc(8192) }, [
+    rec(2n, { kind: 'multixactOffset', multi: 8191, offset: 5, next: { multi: 8192, offset: 9 } }),
+  ]);
+  assert.equal(there.readUInt32LE(0), 9);
+  assert.equal(there.subarray(4).every((b) => b === 0), true);
+});
+
 test('multixactMembers: page and group boundaries, list spanning two pages', () => {
   const page0 = slruBlockKey(SlruKind.multixactMembers, 0, 0);
   const page1 = slruBlockKey(SlruKind.multixactMembers, 0, 1);

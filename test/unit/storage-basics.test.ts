@@ -79,6 +79,7 @@ test('values round-trip and malformed bytes are refused', () => {
     { kind: 'clogSetStatus', status: 1, xids: [3, 4, 32767], timestampUs: -5n },
     { kind: 'clogSetStatus', status: 2, xids: [], timestampUs: null },
     { kind: 'multixactOffset', multi: 4095, offset: 0xffffffff },
+    { kind: 'multixactOffset', multi: 4095, offset: 7, next: { multi: 4096, offset: 9 } },
     { kind: 'multixactMembers', startOffset: 0xfffffffe, members: [{ xid: 9, status: 5 }, { xid: 10, status: 0 }] },
   ];
   for (const v of values) {
