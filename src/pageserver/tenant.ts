@@ -17,12 +17,12 @@
  * timeout) and not below its GC cutoff (that history may be gone).
  * Timelines load in ancestor order, since a branch needs its ancestor object to read through.
  */
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Lsn } from '../postgres/lsn.ts';
 import { formatLsn } from '../postgres/lsn.ts';
 import { StrataError, InvalidInputError, assert, type ErrorContext } from '../util/errors.ts';
-import { TEMP_SUFFIX, fsyncDir } from '../util/durable.ts';
+import { TEMP_SUFFIX, fsyncDir, writeFileDurable } from '../util/durable.ts';
 import { generateId, parseId, tryParseId } from '../util/ids.ts';
 import type { Logger } from '../util/log.ts';
 import { loadMetadata, saveMetadata, type TimelineMetadata } from './metadata.ts';
@@ -68,7 +68,17 @@ export interface CreateTimelineOptions {
   startLsn?: Lsn;
   /** LSN of the initdb import (recorded in metadata; default startLsn). */
   initdbLsn?: Lsn;
+  /**
+   * Fills the new timeline (bootstrap, import) before anyone can see it. The timeline is Active
+   * for the populate step but not listed; its directory carries an `uninit` mark until populate
+   * and a full flush succeed, so a crash part-way leaves nothing that looks like a timeline (the
+   * mark makes load delete it). If populate fails the directory is removed.
+   */
+  populate?: (timeline: Timeline) => Promise<void>;
 }
+
+/** Marks a timeline directory whose creation has not finished (see CreateTimelineOptions.populate). */
+export const UNINIT_MARK = 'uninit';
 
 export interface BranchOptions {
   timelineId?: string;
@@ -192,6 +202,12 @@ export class Tenant {
         this.log.warn('unknown entry in the timelines directory left alone', { name });
         continue;
       }
+      if (await pathExists(path.join(timelinesDir, name, UNINIT_MARK))) {
+        await rm(path.join(timelinesDir, name), { recursive: true, force: true });
+        await fsyncDir(timelinesDir);
+        this.log.warn('removed a timeline whose creation did not finish', { timeline_id: id });
+        continue;
+      }
       metas.set(id, await loadMetadata(path.join(timelinesDir, name)));
     }
     // Ancestors first: repeatedly load timelines whose ancestor is loaded (bounded by the count).
@@ -256,24 +272,27 @@ export class Tenant {
   }
 
   /** Writes a new timeline directory atomically (temp dir → rename) and returns its metadata. */
-  private async writeTimelineDir(timelineId: string, md: TimelineMetadata): Promise<void> {
+  private async writeTimelineDir(timelineId: string, md: TimelineMetadata, uninit = false): Promise<void> {
     const timelinesDir = path.join(this.dir, 'timelines');
     const final = path.join(timelinesDir, timelineId);
     const tmp = final + TEMP_SUFFIX;
     await rm(tmp, { recursive: true, force: true });
     await mkdir(tmp);
+    if (uninit) await writeFileDurable(path.join(tmp, UNINIT_MARK), Buffer.from('timeline creation in progress\n'));
     await saveMetadata(tmp, md);
     await rename(tmp, final);
     await fsyncDir(timelinesDir);
   }
 
+  private readonly creating = new Set<string>();
+
   private claimTimelineId(requested: string | undefined): string {
     const id = requested === undefined ? generateId() : parseId(requested, 'timeline');
-    if (this.timelines.has(id)) throw new ConflictError(`timeline ${id} already exists in tenant ${this.tenantId}`, this.context({ timeline: id }));
+    if (this.timelines.has(id) || this.creating.has(id)) throw new ConflictError(`timeline ${id} already exists in tenant ${this.tenantId}`, this.context({ timeline: id }));
     return id;
   }
 
-  /** A new timeline with no ancestor and no data (bootstrap or import fills it). */
+  /** A new timeline with no ancestor; `populate` (bootstrap or import) fills it before it is listed. */
   async createTimeline(opts: CreateTimelineOptions): Promise<Timeline> {
     this.checkActive();
     const id = this.claimTimelineId(opts.timelineId);
@@ -283,12 +302,35 @@ export class Tenant {
       diskConsistentLsn: startLsn, prevRecordLsn: null, ancestorTimelineId: null, ancestorLsn: 0n,
       latestGcCutoffLsn: opts.initdbLsn ?? startLsn, initdbLsn: opts.initdbLsn ?? startLsn, pgVersion: opts.pgVersion,
     };
-    await this.writeTimelineDir(id, md);
-    const tl = this.newTimeline(id, md);
-    tl.activate();
-    this.timelines.set(id, tl);
-    tl.log.info('timeline created', { start_lsn: formatLsn(startLsn) });
-    return tl;
+    this.creating.add(id);
+    try {
+      const populate = opts.populate;
+      await this.writeTimelineDir(id, md, populate !== undefined);
+      const tl = this.newTimeline(id, md);
+      tl.activate();
+      if (populate !== undefined) {
+        const dir = path.join(this.dir, 'timelines', id);
+        try {
+          await populate(tl);
+          await checkpoint(tl);
+          await rm(path.join(dir, UNINIT_MARK));
+          await fsyncDir(dir);
+        } catch (err) {
+          tl.setStopping();
+          await tl.flushTask?.catch(() => undefined);
+          closeTimelineLayers(tl);
+          this.shared.pageCache.dropTimeline(tl.cacheId);
+          await rm(dir, { recursive: true, force: true });
+          await fsyncDir(path.join(this.dir, 'timelines')).catch(() => undefined);
+          throw err;
+        }
+      }
+      this.timelines.set(id, tl);
+      tl.log.info('timeline created', { start_lsn: formatLsn(startLsn), last_record_lsn: formatLsn(tl.lastRecordLsn) });
+      return tl;
+    } finally {
+      this.creating.delete(id);
+    }
   }
 
   /** A branch of `ancestorTimelineId` at `ancestorStartLsn` (metadata only). */
@@ -380,4 +422,13 @@ function closeTimelineLayers(tl: Timeline): void {
   const err = new StrataError('timeline_stopped', `timeline ${tl.timelineId} is shutting down`, { tenant: tl.tenantId, timeline: tl.timelineId });
   tl.lastRecord.close(err);
   tl.diskConsistent.close(err);
+}
+
+async function pathExists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
 }
