@@ -119,9 +119,10 @@ export class DatadirWriter {
       tl.finishRecord(lsn, startLsn);
     } catch (err) {
       // Some values may be in the open layer already, above last_record_lsn: no reader sees them,
-      // but the timeline can no longer be trusted to continue. Callers mark it broken.
+      // but re-ingesting the record would write them twice, so the timeline stops here.
       this.abort();
       this.cache.clear();
+      tl.setBroken(`ingest of the record ending at ${formatLsn(lsn)} failed half-way: ${err instanceof Error ? err.message : String(err)}`);
       throw err;
     }
     if (this.cache.size + this.pendingDecoded.size > MAX_CACHED_VALUES) this.cache.clear();

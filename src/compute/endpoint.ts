@@ -1,0 +1,201 @@
+/**
+ * Compute endpoints: an unmodified PostgreSQL 15 running on a Strata timeline.
+ *
+ * start():
+ *   1. Only one compute may write a timeline: any WAL source of the timeline is detached first.
+ *   2. A basebackup of the timeline at its last record LSN is written into the endpoint's data
+ *      directory (wiped first: a compute's local files are disposable, the timeline is the truth).
+ *   3. postgresql.conf gets the settings Strata relies on: the port, wal_level=replica, WAL
+ *      senders and slots for the pageserver, full_page_writes=on, and wal_consistency_checking for
+ *      every resource manager Strata cannot redo yet (with the tenant's redo_mode = images that is
+ *      all of them), with wal_compression=zstd to keep those images small.
+ *   4. postgres starts (as the postgres OS user when we are root) and must accept queries.
+ *   5. The pageserver is told to stream this compute's WAL through a physical slot `strata`,
+ *      from the basebackup LSN, where the compute's own WAL starts with the synthesised
+ *      checkpoint record.
+ * stop(): a fast shutdown makes PostgreSQL write a shutdown checkpoint and wait until the
+ * pageserver has flushed it; then the WAL source is detached. The next start() continues at the
+ * tip. stop('immediate') is a crash: WAL the pageserver had not received is lost with the compute.
+ */
+import { appendFile, mkdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { formatLsn, type Lsn } from '../postgres/lsn.ts';
+import { chownForPostgres, postgresRunAs } from '../postgres/pgbin.ts';
+import type { Logger } from '../util/log.ts';
+import { directorySink, generateBasebackup } from '../pageserver/basebackup.ts';
+import type { Pageserver } from '../pageserver/pageserver.ts';
+import type { RedoMode } from '../pageserver/tenantconfig.ts';
+import { ComputeError, PostgresProcess, freePort, type StopMode } from './postgresprocess.ts';
+
+/** Slot the pageserver streams through; the compute keeps WAL until the pageserver has flushed it. */
+export const STRATA_SLOT = 'strata';
+export const STRATA_APPLICATION_NAME = 'strata_pageserver';
+
+/** Resource managers Strata replays itself, by redo mode (issue 7 fills in 'typescript'). */
+export function walConsistencyChecking(mode: RedoMode): string {
+  switch (mode) {
+    case 'images': return 'all';
+    case 'verify': return 'all';
+    case 'typescript': return 'all';
+  }
+}
+
+export interface EndpointOptions {
+  pageserver: Pageserver;
+  tenantId: string;
+  timelineId: string;
+  /** The endpoint's own directory (data directory, log, socket). */
+  dir: string;
+  /** Default: a free port on 127.0.0.1. */
+  port?: number;
+  pgBinDir?: string;
+  /** Extra postgresql.conf settings (tests: fsync=off). */
+  settings?: Readonly<Record<string, string | number | boolean>>;
+  log?: Logger;
+}
+
+export interface EndpointInfo {
+  tenantId: string;
+  timelineId: string;
+  port: number;
+  pid: number;
+  dataDir: string;
+  logFile: string;
+  /** The LSN the compute started at (its basebackup LSN). */
+  startLsn: Lsn;
+  connectionString: string;
+}
+
+function confValue(v: string | number | boolean): string {
+  if (typeof v === 'number') return String(v);
+  if (typeof v === 'boolean') return v ? 'on' : 'off';
+  return `'${v.replace(/'/g, "''")}'`;
+}
+
+export class Endpoint {
+  readonly tenantId: string;
+  readonly timelineId: string;
+  readonly dir: string;
+  readonly dataDir: string;
+  readonly startLsn: Lsn;
+  private readonly pageserver: Pageserver;
+  private readonly process: PostgresProcess;
+
+  private constructor(opts: EndpointOptions, process: PostgresProcess, startLsn: Lsn) {
+    this.tenantId = opts.tenantId;
+    this.timelineId = opts.timelineId;
+    this.dir = opts.dir;
+    this.dataDir = path.join(opts.dir, 'pgdata');
+    this.pageserver = opts.pageserver;
+    this.process = process;
+    this.startLsn = startLsn;
+  }
+
+  get port(): number {
+    return this.process.port;
+  }
+
+  get pid(): number {
+    return this.process.pid;
+  }
+
+  get isRunning(): boolean {
+    return this.process.isRunning;
+  }
+
+  get logFile(): string {
+    return this.process.logFile;
+  }
+
+  connectionString(database = 'postgres'): string {
+    return `postgresql://postgres@127.0.0.1:${this.port}/${database}`;
+  }
+
+  info(): EndpointInfo {
+    return {
+      tenantId: this.tenantId, timelineId: this.timelineId, port: this.port, pid: this.pid, dataDir: this.dataDir,
+      logFile: this.logFile, startLsn: this.startLsn, connectionString: this.connectionString(),
+    };
+  }
+
+  static async start(opts: EndpointOptions): Promise<Endpoint> {
+    const ps = opts.pageserver;
+    const tl = ps.getTimeline(opts.tenantId, opts.timelineId);
+    const tenant = ps.tenants.getTenant(tl.tenantId);
+    const log = (opts.log ?? tl.log).child({ endpoint: path.basename(opts.dir) });
+    await checkReachableByServerUser(opts.dir);
+    await ps.detachWalSource(opts.tenantId, opts.timelineId);
+
+    const dataDir = path.join(opts.dir, 'pgdata');
+    await rm(dataDir, { recursive: true, force: true });
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const bb = await generateBasebackup({ timeline: tl, sink: directorySink(dataDir), log });
+    const port = opts.port ?? await freePort();
+    const settings: Record<string, string | number | boolean> = {
+      port,
+      listen_addresses: '127.0.0.1',
+      unix_socket_directories: opts.dir,
+      wal_level: 'replica',
+      max_wal_senders: 10,
+      max_replication_slots: 10,
+      full_page_writes: true,
+      wal_consistency_checking: walConsistencyChecking(tenant.config.redoMode),
+      wal_compression: 'zstd',
+      max_prepared_transactions: 16,
+      logging_collector: false,
+      ...(opts.settings ?? {}),
+    };
+    const conf = ['', '# Strata compute endpoint settings', ...Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`), ''].join('\n');
+    await appendFile(path.join(dataDir, 'postgresql.conf'), conf);
+    await chownForPostgres(opts.dir);
+    const proc = await PostgresProcess.start({
+      dataDir, port, logFile: path.join(opts.dir, 'postgres.log'), ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}),
+    });
+    try {
+      await ps.attachWalSource(opts.tenantId, opts.timelineId, {
+        host: '127.0.0.1', port, user: 'postgres', slotName: STRATA_SLOT, applicationName: STRATA_APPLICATION_NAME,
+      });
+    } catch (err) {
+      await proc.stop('immediate');
+      throw err;
+    }
+    log.info('endpoint started', { port, pid: proc.pid, start_lsn: formatLsn(bb.lsn) });
+    return new Endpoint(opts, proc, bb.lsn);
+  }
+
+  /**
+   * Stops the compute. 'fast' (default) and 'smart' wait for the pageserver to have ingested the
+   * shutdown checkpoint (PostgreSQL's walsender does not exit before); 'immediate' is a crash.
+   */
+  async stop(mode: StopMode = 'fast'): Promise<void> {
+    await this.process.stop(mode);
+    await this.pageserver.detachWalSource(this.tenantId, this.timelineId).catch((err: unknown) => {
+      throw new ComputeError(`could not detach the WAL source: ${err instanceof Error ? err.message : String(err)}`, {}, err);
+    });
+  }
+
+  /** SIGKILL (a crash of the compute's host, as far as PostgreSQL can tell). */
+  async kill(): Promise<void> {
+    await this.process.kill();
+    await this.pageserver.detachWalSource(this.tenantId, this.timelineId);
+  }
+}
+
+/**
+ * As root, PostgreSQL runs as the postgres OS user, which must be able to reach the endpoint
+ * directory: every ancestor needs search permission for it. Say so up front instead of letting
+ * postgres fail with "Permission denied" in its log.
+ */
+async function checkReachableByServerUser(dir: string): Promise<void> {
+  const user = postgresRunAs();
+  if (user === null) return;
+  const abs = path.resolve(dir);
+  for (let p = path.dirname(abs); ; p = path.dirname(p)) {
+    const st = await stat(p).catch(() => null);
+    if (st !== null) {
+      const ok = st.uid === user.uid ? (st.mode & 0o100) !== 0 : st.gid === user.gid ? (st.mode & 0o010) !== 0 : (st.mode & 0o001) !== 0;
+      if (!ok) throw new ComputeError(`the postgres OS user cannot reach ${abs}: ${p} is not searchable by it (mode ${(st.mode & 0o777).toString(8)}); use a directory others can traverse (chmod o+x)`, { dir: abs });
+    }
+    if (p === path.dirname(p)) break;
+  }
+}
