@@ -78,7 +78,7 @@ export class Endpoint {
   readonly dir: string;
   readonly dataDir: string;
   readonly startLsn: Lsn;
-  private readonly pageserver: Pageserver;
+  private pageserver: Pageserver;
   private readonly process: PostgresProcess;
 
   private constructor(opts: EndpointOptions, process: PostgresProcess, startLsn: Lsn) {
@@ -93,6 +93,11 @@ export class Endpoint {
 
   get port(): number {
     return this.process.port;
+  }
+
+  /** After a pageserver restart (a new Pageserver object), the endpoint talks to the new one. */
+  usePageserver(ps: Pageserver): void {
+    this.pageserver = ps;
   }
 
   get pid(): number {

@@ -21,6 +21,9 @@ import type { Lsn } from '../../src/postgres/lsn.ts';
 import { InvalidInputError } from '../../src/util/errors.ts';
 import type { PostgresHandle } from './postgres.ts';
 
+/** What the workloads need from a server: a harness cluster or a Strata compute endpoint. */
+export type WorkloadTarget = Pick<PostgresHandle, 'query' | 'connect' | 'currentLsn' | 'switchWal' | 'checkpoint' | 'run'>;
+
 export interface WalRange {
   startLsn: Lsn;
   endLsn: Lsn;
@@ -55,7 +58,7 @@ function positiveInt(name: string, v: number): number {
 }
 
 /** Runs the real pgbench binary: `pgbench -i -s N` then a bounded run (-t or -T). */
-export async function pgbenchWorkload(pg: PostgresHandle, opts: PgbenchWorkloadOptions = {}): Promise<PgbenchWorkloadResult> {
+export async function pgbenchWorkload(pg: WorkloadTarget, opts: PgbenchWorkloadOptions = {}): Promise<PgbenchWorkloadResult> {
   if (opts.transactions !== undefined && opts.durationS !== undefined) {
     throw new InvalidInputError('pgbenchWorkload: give transactions or durationS, not both');
   }
@@ -92,7 +95,7 @@ let runCounter = 0;
 /** Number of subtransactions with an xid in one transaction: more than PGPROC_MAX_CACHED_SUBXIDS (64). */
 const SUBXACT_COUNT = 80;
 
-async function withClient<T>(pg: PostgresHandle, database: string, fn: (c: Client) => Promise<T>): Promise<T> {
+async function withClient<T>(pg: WorkloadTarget, database: string, fn: (c: Client) => Promise<T>): Promise<T> {
   const client = await pg.connect(database);
   try {
     return await fn(client);
@@ -102,7 +105,7 @@ async function withClient<T>(pg: PostgresHandle, database: string, fn: (c: Clien
 }
 
 /** A broad mix of DDL and transaction-machinery WAL; a few seconds on a laptop-class machine. */
-export async function ddlMixWorkload(pg: PostgresHandle): Promise<DdlMixResult> {
+export async function ddlMixWorkload(pg: WorkloadTarget): Promise<DdlMixResult> {
   runCounter += 1;
   const s = `${process.pid.toString(36)}_${Date.now().toString(36)}_${runCounter}`;
   const q = (sql: string): Promise<unknown> => pg.query(sql);
