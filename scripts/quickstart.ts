@@ -1,80 +1,99 @@
 /**
- * npm run quickstart — what Strata does today, end to end, on this machine.
+ * npm run quickstart — Strata's main job today, end to end, on this machine.
  *
- * Starts a throwaway PostgreSQL 15 (never the system's own cluster), writes WAL with pgbench,
- * decodes every record with Strata's WAL reader, checks the record count and the last LSN
- * against pg_waldump, prints a per-resource-manager summary, and stops the server. The WAL is kept
- * in .strata/quickstart-wal so you can look at it with `npx strata waldump`.
+ * 1. starts a pageserver (work directory .strata/quickstart, page service on a free port),
+ * 2. bootstraps a `main` timeline (initdb imported into layer files),
+ * 3. starts a vanilla PostgreSQL 15 compute on it and writes with pgbench,
+ * 4. notes the LSN, then makes a "mistake" (drops a table),
+ * 5. branches at the noted LSN (metadata only) and starts a second compute on the branch,
+ * 6. shows that the branch still has the table while main does not, and stops everything.
  *
- * When the pageserver and safekeepers land, this becomes the real quickstart (init, start, a
- * tenant, a `main` timeline and a running endpoint).
+ * Everything runs in this process plus the two postgres servers it starts; nothing outlives it.
+ * The long-lived control plane (`strata start`, `strata endpoint start`, …) is issue 6.
  */
-import { execFile } from 'node:child_process';
-import { rm } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
-import { promisify } from 'node:util';
-import { startPostgres } from '../test/harness/postgres.ts';
-import { scanWal } from '../src/postgres/walfiles.ts';
-import { formatLsn } from '../src/postgres/lsn.ts';
-import { rmgrName } from '../src/postgres/rmgr.ts';
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { Endpoint } from '../src/compute/endpoint.ts';
+import { bootstrapTimeline } from '../src/pageserver/import/bootstrap.ts';
+import { Pageserver } from '../src/pageserver/pageserver.ts';
+import { formatLsn, parseLsn } from '../src/postgres/lsn.ts';
+import { runPgTool } from '../src/postgres/pgbin.ts';
+import { rootLogger } from '../src/util/log.ts';
 
-const execFileP = promisify(execFile);
 const say = (s: string): void => void process.stdout.write(s + '\n');
 
-async function main(): Promise<void> {
-  const walDir = resolve('.strata', 'quickstart-wal');
-  await rm(walDir, { recursive: true, force: true });
-  say('1/4 starting a throwaway PostgreSQL 15 on a free loopback port ...');
-  const pg = await startPostgres({ conf: { max_wal_size: '1GB', checkpoint_timeout: '1h' } });
-  let files: string[];
+async function query(port: number, sql: string): Promise<pg.QueryResult> {
+  const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+  await c.connect();
   try {
-    say(`    postgres running on ${pg.host}:${pg.port} (data in ${pg.dataDir})`);
-    const start = await pg.currentLsn();
-    say('2/4 writing WAL: pgbench -i -s 2, then 1000 pgbench transactions ...');
-    await pg.run('pgbench', ['-i', '-s', '2', '-q']);
-    await pg.run('pgbench', ['-n', '-t', '500', '-c', '2']);
-    const end = await pg.currentLsn();
-    await pg.switchWal();
-    files = await pg.copyWal(walDir, { throughLsn: end });
-    say(`    WAL ${formatLsn(start)} .. ${formatLsn(end)} (${((Number(end - start)) / 1e6).toFixed(1)} MB), copied to ${walDir}`);
+    return await c.query(sql);
   } finally {
-    await pg.stop();
-    await pg.cleanup();
+    await c.end();
   }
-  say('3/4 decoding every record with Strata (CRC-checked) ...');
-  const byRmgr = new Map<string, { n: number; bytes: number }>();
-  const t0 = performance.now();
-  let last = '';
-  const r = await scanWal(files, {}, (rec) => {
-    const k = rmgrName(rec.rmid);
-    const e = byRmgr.get(k) ?? { n: 0, bytes: 0 };
-    e.n++;
-    e.bytes += rec.totLen;
-    byRmgr.set(k, e);
-    last = formatLsn(rec.lsn);
-  });
-  const ms = performance.now() - t0;
-  say(`    ${r.records} records in ${ms.toFixed(0)} ms; WAL ends at ${formatLsn(r.end.lsn)}: ${r.end.reason}`);
-  for (const [k, v] of [...byRmgr].sort((a, b) => b[1].bytes - a[1].bytes)) {
-    say(`      ${k.padEnd(12)} ${String(v.n).padStart(8)} records ${(v.bytes / 1e6).toFixed(2).padStart(8)} MB`);
-  }
-  say('4/4 checking against pg_waldump ...');
-  let text = '';
-  try {
-    text = (await execFileP(`${pg.binDir}/pg_waldump`, ['-p', walDir, basename(files[0]!), basename(files[files.length - 1]!)], { maxBuffer: 1 << 30 })).stdout;
-  } catch (e) {
-    text = (e as { stdout?: string }).stdout ?? '';
-  }
-  const lines = text.split('\n').filter((l) => l.startsWith('rmgr:'));
-  const theirLast = /lsn: ([0-9A-F]+\/[0-9A-F]+)/.exec(lines[lines.length - 1] ?? '')?.[1] ?? '?';
-  const agree = lines.length === r.records && theirLast.replace(/\/0+(?=[0-9A-F])/, '/') === last;
-  say(`    pg_waldump: ${lines.length} records, last at ${theirLast} -> ${agree ? 'Strata agrees' : 'MISMATCH'}`);
-  say('');
-  say('Next:');
-  say(`  npx strata waldump ${walDir} | less          # one line per record`);
-  say(`  npx strata waldump --json ${walDir} | head    # JSON, with typed bodies`);
-  say('  npm test                                        # the test suite (real PostgreSQL)');
-  if (!agree || !r.end.clean) process.exitCode = 1;
 }
 
-await main();
+async function main(): Promise<void> {
+  const workdir = path.resolve('.strata', 'quickstart');
+  await rm(workdir, { recursive: true, force: true });
+  await mkdir(workdir, { recursive: true });
+  // When run as root, PostgreSQL runs as the postgres OS user and must reach the endpoint dirs.
+  for (let p = workdir; p !== path.dirname(p); p = path.dirname(p)) {
+    if (p === path.resolve('.')) break;
+    await chmod(p, 0o755);
+  }
+  // Progress is printed below; the servers' own log lines only when asked for (STRATA_LOG=info).
+  process.env['STRATA_LOG'] ??= 'warn';
+  const log = rootLogger;
+  const t0 = Date.now();
+  say('1/6 starting a pageserver ...');
+  const ps = await Pageserver.start({
+    workdir: path.join(workdir, 'pageserver'), pageCacheBytes: 64 << 20, blockCacheBytes: 32 << 20, waitLsnTimeoutMs: 60_000,
+    listenPg: { host: '127.0.0.1', port: 0 }, log,
+  });
+  const endpoints: Endpoint[] = [];
+  try {
+    say(`    page service on 127.0.0.1:${ps.pageServicePort}, data in ${path.join(workdir, 'pageserver')}`);
+    const tenant = await ps.tenants.createTenant({});
+    say('2/6 bootstrapping timeline `main` (initdb, imported into layer files) ...');
+    const main = await bootstrapTimeline(tenant);
+    say(`    tenant ${tenant.tenantId}, timeline ${main.timelineId} at ${formatLsn(main.lastRecordLsn)}`);
+
+    say('3/6 starting a PostgreSQL 15 compute on `main` and running pgbench -i -s 1 ...');
+    const epMain = await Endpoint.start({ pageserver: ps, tenantId: tenant.tenantId, timelineId: main.timelineId, dir: path.join(workdir, 'ep-main'), log });
+    endpoints.push(epMain);
+    say(`    ${epMain.connectionString()}`);
+    await runPgTool('pgbench', ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(epMain.port), '-U', 'postgres', 'postgres']);
+    const before = await query(epMain.port, 'SELECT count(*)::int AS n, pg_current_wal_insert_lsn()::text AS lsn, now()::text AS at FROM pgbench_accounts');
+    const lsn = parseLsn(String(before.rows[0].lsn));
+    say(`    pgbench_accounts has ${before.rows[0].n} rows at LSN ${formatLsn(lsn)} (${before.rows[0].at})`);
+
+    say('4/6 the mistake: DROP TABLE pgbench_accounts ...');
+    await query(epMain.port, 'DROP TABLE pgbench_accounts');
+    await main.waitLsn(parseLsn(String((await query(epMain.port, 'SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0].l)), 30_000);
+    say(`    main has ingested the drop (last record ${formatLsn(main.lastRecordLsn)})`);
+
+    say(`5/6 branching at ${formatLsn(lsn)}, just before the mistake, and starting a compute on the branch ...`);
+    const tb = Date.now();
+    const branch = await tenant.branchTimeline({ ancestorTimelineId: main.timelineId, ancestorStartLsn: lsn });
+    const epBranch = await Endpoint.start({ pageserver: ps, tenantId: tenant.tenantId, timelineId: branch.timelineId, dir: path.join(workdir, 'ep-branch'), log });
+    endpoints.push(epBranch);
+    say(`    branch ${branch.timelineId}: compute accepting queries ${Date.now() - tb} ms after the branch request (${epBranch.connectionString()})`);
+
+    say('6/6 checking ...');
+    const onBranch = await query(epBranch.port, 'SELECT count(*)::int AS n FROM pgbench_accounts');
+    const onMain = await query(epMain.port, "SELECT count(*)::int AS n FROM pg_class WHERE relname = 'pgbench_accounts'");
+    say(`    branch: pgbench_accounts has ${onBranch.rows[0].n} rows; main: the table ${onMain.rows[0].n === 0 ? 'is gone' : 'still exists'}`);
+    if (onBranch.rows[0].n !== before.rows[0].n || onMain.rows[0].n !== 0) throw new Error('the branch does not show the data of the branch point');
+    say(`Strata works: a vanilla PostgreSQL started on a branch at a past LSN sees exactly the data of that moment (${((Date.now() - t0) / 1000).toFixed(1)} s in all).`);
+    say('Next: `npm test` runs the test suite; docs/architecture.md explains the parts.');
+  } finally {
+    for (const ep of endpoints) await ep.stop().catch(() => ep.kill());
+    await ps.shutdown({ flush: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`quickstart failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -80,6 +80,8 @@ export class WalReceiver {
   private stream: ReplicationStream | null = null;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
+  /** End LSN of the last shutdown checkpoint ingested: a disconnect right after it is expected. */
+  private shutdownEndLsn: Lsn = -1n;
   readonly status: WalReceiverStatus;
 
   constructor(opts: WalReceiverOptions) {
@@ -127,7 +129,11 @@ export class WalReceiver {
         if (this.stopped) break;
         const msg = err instanceof Error ? err.message : String(err);
         this.status.lastError = msg;
-        this.log.warn('WAL streaming interrupted; will reconnect', { reason: msg, last_record_lsn: formatLsn(tl.lastRecordLsn), backoff_ms: backoffMs });
+        if (tl.lastRecordLsn === this.shutdownEndLsn) {
+          this.log.info('WAL source shut down after its shutdown checkpoint; will reconnect when it is back', { last_record_lsn: formatLsn(tl.lastRecordLsn) });
+        } else {
+          this.log.warn('WAL streaming interrupted; will reconnect', { reason: msg, last_record_lsn: formatLsn(tl.lastRecordLsn), backoff_ms: backoffMs });
+        }
       } finally {
         this.stream = null;
         await this.conn?.close().catch(() => undefined);
@@ -204,7 +210,10 @@ export class WalReceiver {
         this.ingest.ingest(rec);
         this.status.records++;
         this.status.walBytes += rec.totLen;
-        if (rec.rmid === RM_XLOG_ID && (rec.info & 0xf0) === XLOG_CHECKPOINT_SHUTDOWN) sawShutdown = true;
+        if (rec.rmid === RM_XLOG_ID && (rec.info & 0xf0) === XLOG_CHECKPOINT_SHUTDOWN) {
+          sawShutdown = true;
+          this.shutdownEndLsn = rec.endLsn;
+        }
       }
       if (sawShutdown) {
         // The compute is shutting down and waits until we report everything flushed.
