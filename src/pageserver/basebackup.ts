@@ -22,7 +22,8 @@
  * one below the GC cutoff is refused. Any page Strata cannot reconstruct fails the whole backup
  * with an error naming the key and LSN — a compute never starts on a guessed page.
  */
-import { mkdir, open, rename } from 'node:fs/promises';
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Lsn } from '../postgres/lsn.ts';
 import { formatLsn } from '../postgres/lsn.ts';
@@ -95,29 +96,38 @@ export function tarSink(sink: TarSink, opts: { endMarker?: boolean } = {}): Base
   };
 }
 
-/** Files written straight into a directory (which must be empty or absent). */
+/**
+ * Files written straight into a directory, which must be empty or absent (an endpoint wipes its
+ * data directory first: it is disposable). Files are written in place, not via temp + rename: a
+ * crash mid-way leaves a directory nobody will start, and the next start wipes it again.
+ */
 export function directorySink(root: string): BasebackupSink {
+  // Synchronous file calls: a basebackup creates about a thousand mostly tiny files, and a
+  // thread-pool round trip per open/write/close costs more than the syscalls themselves (the
+  // event loop is held for one page-cache write of at most 1 MiB at a time).
+  const made = new Set<string>();
+  const ensureDir = (dir: string): void => {
+    if (made.has(dir)) return;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    made.add(dir);
+  };
   return {
-    directory: async (p) => {
-      await mkdir(path.join(root, p), { recursive: true, mode: 0o700 });
-    },
+    directory: async (p) => ensureDir(path.join(root, p)),
     async file(p, sizeBytes, fill) {
       const full = path.join(root, p);
-      await mkdir(path.dirname(full), { recursive: true, mode: 0o700 });
-      const tmp = `${full}.partial`;
-      const fh = await open(tmp, 'w', 0o600);
+      ensureDir(path.dirname(full));
+      const fd = openSync(full, 'wx', 0o600);
       let written = 0;
       try {
         await fill(async (chunk) => {
           written += chunk.length;
           let off = 0;
-          while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+          while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
         });
       } finally {
-        await fh.close();
+        closeSync(fd);
       }
       if (written !== sizeBytes) throw new BasebackupError(`${p}: wrote ${written} bytes, expected ${sizeBytes}`, { path: p });
-      await rename(tmp, full);
     },
     finish: async () => undefined,
   };
@@ -286,7 +296,9 @@ export async function generateBasebackup(opts: BasebackupOptions): Promise<Baseb
       const count = Math.min(RELSEG_BLOCKS, n - first);
       bytes += count * PAGE_BYTES;
       await sink.file(relPath(at, segNo, asFork), count * PAGE_BYTES, async (write) => {
-        const chunk = Buffer.allocUnsafe(Math.min(count, PAGES_PER_CHUNK) * PAGE_BYTES);
+        // Each chunk is a fresh buffer handed over to the sink, which may keep it (a socket write
+        // completes later): one copy per page, from the layer read buffer into the chunk.
+        let chunk = Buffer.allocUnsafe(Math.min(count, PAGES_PER_CHUNK) * PAGE_BYTES);
         let filled = 0;
         for (let b = 0; b < count; b++) {
           const page = view.relPage(src, first + b);
@@ -295,11 +307,12 @@ export async function generateBasebackup(opts: BasebackupOptions): Promise<Baseb
           }
           page.copy(chunk, filled * PAGE_BYTES);
           if (++filled === PAGES_PER_CHUNK) {
-            await write(Buffer.from(chunk)); // the sink may keep the chunk (tar stream): hand over a copy
+            await write(chunk);
+            chunk = Buffer.allocUnsafe(Math.min(count - b - 1, PAGES_PER_CHUNK) * PAGE_BYTES);
             filled = 0;
           }
         }
-        if (filled > 0) await write(Buffer.from(chunk.subarray(0, filled * PAGE_BYTES)));
+        if (filled > 0) await write(chunk.subarray(0, filled * PAGE_BYTES));
       });
     }
     return n;
