@@ -133,8 +133,10 @@ export class Endpoint {
 
     const dataDir = path.join(opts.dir, 'pgdata');
     await rm(dataDir, { recursive: true, force: true });
-    await mkdir(dataDir, { recursive: true, mode: 0o700 });
-    const bb = await generateBasebackup({ timeline: tl, sink: directorySink(dataDir), log });
+    await mkdir(opts.dir, { recursive: true, mode: 0o755 });
+    await chownForPostgres(opts.dir);
+    // Files are created owned by the postgres OS user (when root), so no second pass over them.
+    const bb = await generateBasebackup({ timeline: tl, sink: directorySink(dataDir, { owner: postgresRunAs() }), log });
     const port = opts.port ?? await freePort();
     const settings: Record<string, string | number | boolean> = {
       port,
@@ -152,7 +154,6 @@ export class Endpoint {
     };
     const conf = ['', '# Strata compute endpoint settings', ...Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`), ''].join('\n');
     await appendFile(path.join(dataDir, 'postgresql.conf'), conf);
-    await chownForPostgres(opts.dir);
     const proc = await PostgresProcess.start({
       dataDir, port, logFile: path.join(opts.dir, 'postgres.log'), ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}),
     });

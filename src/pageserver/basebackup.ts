@@ -22,7 +22,7 @@
  * one below the GC cutoff is refused. Any page Strata cannot reconstruct fails the whole backup
  * with an error naming the key and LSN — a compute never starts on a guessed page.
  */
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { chownSync, closeSync, fchownSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Lsn } from '../postgres/lsn.ts';
@@ -101,14 +101,19 @@ export function tarSink(sink: TarSink, opts: { endMarker?: boolean } = {}): Base
  * data directory first: it is disposable). Files are written in place, not via temp + rename: a
  * crash mid-way leaves a directory nobody will start, and the next start wipes it again.
  */
-export function directorySink(root: string): BasebackupSink {
+export function directorySink(root: string, opts: { owner?: { uid: number; gid: number } | null } = {}): BasebackupSink {
+  const owner = opts.owner ?? null;
   // Synchronous file calls: a basebackup creates about a thousand mostly tiny files, and a
   // thread-pool round trip per open/write/close costs more than the syscalls themselves (the
   // event loop is held for one page-cache write of at most 1 MiB at a time).
   const made = new Set<string>();
   const ensureDir = (dir: string): void => {
     if (made.has(dir)) return;
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const first = mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Hand every directory this call created to the owner (e.g. the postgres OS user as root).
+    if (owner !== null && first !== undefined) {
+      for (let d = dir; d.length >= first.length; d = path.dirname(d)) chownSync(d, owner.uid, owner.gid);
+    }
     made.add(dir);
   };
   return {
@@ -117,6 +122,7 @@ export function directorySink(root: string): BasebackupSink {
       const full = path.join(root, p);
       ensureDir(path.dirname(full));
       const fd = openSync(full, 'wx', 0o600);
+      if (owner !== null) fchownSync(fd, owner.uid, owner.gid);
       let written = 0;
       try {
         await fill(async (chunk) => {

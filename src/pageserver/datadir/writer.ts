@@ -86,7 +86,7 @@ export class DatadirWriter {
 
   /** The LSN values of the open record are written at (its end LSN). */
   get recordLsn(): Lsn {
-    assert(this.lsn >= 0n, 'no record open', this.timeline.context());
+    if (this.lsn < 0n) throw new AssertionFailedError('no record open', this.timeline.context());
     return this.lsn;
   }
 
@@ -157,7 +157,7 @@ export class DatadirWriter {
 
   /** Puts a value in the open record. */
   put(key: Key, value: Value): void {
-    assert(this.lsn >= 0n, 'put outside a record', this.timeline.context({ key: describeKey(key) }));
+    if (this.lsn < 0n) throw new AssertionFailedError('put outside a record', this.timeline.context({ key: describeKey(key) }));
     const existing = this.pendingValues.get(key);
     if (existing !== undefined && existing.kind !== 'image' && value.kind !== 'image') {
       // Two storage records for one key at one LSN cannot both be kept: ingest must merge them.
@@ -182,7 +182,7 @@ export class DatadirWriter {
   }
 
   private setDecoded(key: Key, d: Decoded): void {
-    assert(this.lsn >= 0n, 'change outside a record', this.timeline.context({ key: describeKey(key) }));
+    if (this.lsn < 0n) throw new AssertionFailedError('change outside a record', this.timeline.context({ key: describeKey(key) }));
     this.pendingDecoded.set(key, d);
   }
 
@@ -353,7 +353,7 @@ export class DatadirWriter {
 
   /** Stores an SLRU page, creating the segment and zero-filling up to it as needed. */
   putSlruPage(kind: SlruKind, segNo: number, blockNumber: number, value: Value): void {
-    assert(blockNumber < SLRU_PAGES_PER_SEGMENT, 'SLRU block out of range', this.timeline.context({ blockNumber }));
+    if (blockNumber >= SLRU_PAGES_PER_SEGMENT) throw new AssertionFailedError('SLRU block out of range', this.timeline.context({ blockNumber }));
     let size = this.slruSegmentSize(kind, segNo);
     if (size === null) {
       const set = new Set(this.slruSegments(kind));
