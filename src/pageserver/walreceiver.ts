@@ -23,7 +23,8 @@ import { formatLsn, type Lsn } from '../postgres/lsn.ts';
 import { RM_XLOG_ID } from '../postgres/rmgr.ts';
 import { XLOG_CHECKPOINT_SHUTDOWN } from '../postgres/records/xlog.ts';
 import { ReplicationConnection, type ReplicationStream } from '../postgres/replication.ts';
-import { WalStreamDecoder } from '../postgres/walstream.ts';
+import { WalStreamDecoder, type WalEnd } from '../postgres/walstream.ts';
+import type { DecodedRecord } from '../postgres/xlogrecord.ts';
 import { StrataError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { checkpoint, checkpointIfNeeded } from './timeline/flush.ts';
@@ -201,12 +202,19 @@ export class WalReceiver {
       expected += BigInt(msg.data.length);
       this.status.receivedLsn = expected;
       let sawShutdown = false;
+      // Decode the message's records, restore their compressed images concurrently, then apply
+      // them one by one (bounded: one XLogData message is at most 128 KiB of WAL).
+      const batch: DecodedRecord[] = [];
+      let end: WalEnd | null = null;
       for (let item = decoder.next(); item !== null; item = decoder.next()) {
         if (item.kind === 'end') {
-          throw new WalReceiverError(`WAL from ${src.host}:${src.port} cannot be decoded at ${formatLsn(item.lsn)}: ${item.reason}`,
-            { lsn: formatLsn(item.lsn), code: item.code });
+          end = item;
+          break;
         }
-        const rec = item.record;
+        batch.push(item.record);
+      }
+      if (batch.length > 0) await this.ingest.prepareImages(batch);
+      for (const rec of batch) {
         this.ingest.ingest(rec);
         this.status.records++;
         this.status.walBytes += rec.totLen;
@@ -214,6 +222,10 @@ export class WalReceiver {
           sawShutdown = true;
           this.shutdownEndLsn = rec.endLsn;
         }
+      }
+      if (end !== null) {
+        throw new WalReceiverError(`WAL from ${src.host}:${src.port} cannot be decoded at ${formatLsn(end.lsn)}: ${end.reason}`,
+          { lsn: formatLsn(end.lsn), code: end.code });
       }
       if (sawShutdown) {
         // The compute is shutting down and waits until we report everything flushed.

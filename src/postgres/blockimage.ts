@@ -27,7 +27,7 @@ import { FORK_NAMES, type BlockImageRef, type BlockRef, type DecodedRecord } fro
 import { DecompressionError } from './compression/errors.ts';
 import { pglzDecompress } from './compression/pglz.ts';
 import { lz4DecompressBlock } from './compression/lz4.ts';
-import { zstdDecompress } from './compression/zstd.ts';
+import { zstdDecompress, zstdDecompressAsync } from './compression/zstd.ts';
 import { pageHeaderProblem, readPageHeader } from './page.ts';
 
 export class WalImageError extends StrataError {
@@ -54,6 +54,43 @@ export class WalImageError extends StrataError {
  * contents of `out` are unspecified.
  */
 export function restoreBlockImage(rec: DecodedRecord, block: BlockRef, out?: Uint8Array): Uint8Array {
+  const { page, src, raw } = prepareRestore(rec, block, out);
+  const image = block.image!;
+  if (image.compression === 'none') {
+    if (src.length !== raw.length) {
+      throw new WalImageError(rec, block, `uncompressed image is ${src.length} bytes, expected ${raw.length} (8192 minus a ${image.holeLength}-byte hole)`);
+    }
+    raw.set(src);
+  } else {
+    try {
+      if (image.compression === 'pglz') pglzDecompress(src, raw, { checkComplete: true });
+      else if (image.compression === 'lz4') lz4DecompressBlock(src, raw, { checkComplete: true });
+      else zstdDecompress(src, raw);
+    } catch (err) {
+      if (err instanceof DecompressionError) throw new WalImageError(rec, block, err.message, { cause: err });
+      throw err;
+    }
+  }
+  return finishRestore(rec, block, page);
+}
+
+/**
+ * restoreBlockImage, but zstd images are decompressed asynchronously (native thread pool on
+ * Node < 22.15, see compression/zstd.ts); other images are restored synchronously.
+ */
+export async function restoreBlockImageAsync(rec: DecodedRecord, block: BlockRef, out?: Uint8Array): Promise<Uint8Array> {
+  if (block.image?.compression !== 'zstd') return restoreBlockImage(rec, block, out);
+  const { page, src, raw } = prepareRestore(rec, block, out);
+  try {
+    await zstdDecompressAsync(src, raw);
+  } catch (err) {
+    if (err instanceof DecompressionError) throw new WalImageError(rec, block, err.message, { cause: err });
+    throw err;
+  }
+  return finishRestore(rec, block, page);
+}
+
+function prepareRestore(rec: DecodedRecord, block: BlockRef, out: Uint8Array | undefined): { page: Uint8Array; src: Uint8Array; raw: Uint8Array } {
   const image = block.image;
   if (image === undefined) throw new WalImageError(rec, block, 'the block reference has no image');
   if (out !== undefined && out.length < PG_BLCKSZ) {
@@ -67,28 +104,14 @@ export function restoreBlockImage(rec: DecodedRecord, block: BlockRef, out?: Uin
   if (image.offset + lengthBytes > rec.bytes.length) {
     throw new WalImageError(rec, block, `image bytes [${image.offset}, ${image.offset + lengthBytes}) lie outside the ${rec.bytes.length}-byte record`);
   }
-  const src = rec.bytes.subarray(image.offset, image.offset + lengthBytes);
-  const rawLength = PG_BLCKSZ - holeLength;
-  const raw = page.subarray(0, rawLength);
+  return { page, src: rec.bytes.subarray(image.offset, image.offset + lengthBytes), raw: page.subarray(0, PG_BLCKSZ - holeLength) };
+}
 
-  if (image.compression === 'none') {
-    if (lengthBytes !== rawLength) {
-      throw new WalImageError(rec, block, `uncompressed image is ${lengthBytes} bytes, expected ${rawLength} (8192 minus a ${holeLength}-byte hole)`);
-    }
-    raw.set(src);
-  } else {
-    try {
-      if (image.compression === 'pglz') pglzDecompress(src, raw, { checkComplete: true });
-      else if (image.compression === 'lz4') lz4DecompressBlock(src, raw, { checkComplete: true });
-      else zstdDecompress(src, raw);
-    } catch (err) {
-      if (err instanceof DecompressionError) throw new WalImageError(rec, block, err.message, { cause: err });
-      throw err;
-    }
-  }
-
+/** Re-inserts the hole (in place) and checks pd_lower/pd_upper against it. */
+function finishRestore(rec: DecodedRecord, block: BlockRef, page: Uint8Array): Uint8Array {
+  const { holeOffset, holeLength } = block.image!;
   if (holeLength > 0) {
-    page.copyWithin(holeOffset + holeLength, holeOffset, rawLength);
+    page.copyWithin(holeOffset + holeLength, holeOffset, PG_BLCKSZ - holeLength);
     page.fill(0, holeOffset, holeOffset + holeLength);
     const lower = page[12]! | (page[13]! << 8);
     const upper = page[14]! | (page[15]! << 8);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { DecompressionError, DECOMPRESSION_FAILURE, type DecompressionFailure } from '../../src/postgres/compression/errors.ts';
 import { pglzDecompress } from '../../src/postgres/compression/pglz.ts';
 import { lz4DecompressBlock } from '../../src/postgres/compression/lz4.ts';
-import { readZstdFrameHeader, zstdBackend, zstdDecompress } from '../../src/postgres/compression/zstd.ts';
+import { readZstdFrameHeader, zstdAsyncBackend, zstdBackend, zstdDecompress, zstdDecompressAsync } from '../../src/postgres/compression/zstd.ts';
 import { lz4CliBlock, lz4CompressBlock, pglzCompress, randomBytes, rng, syntheticPage, zstdCompress } from './test-compressors.ts';
 
 const te = new TextEncoder();
@@ -233,6 +233,36 @@ test('zstd: bad frames are rejected before or by the decoder', () => {
     for (let cut = 1; cut < frame.length; cut++) expectFailure(() => zstdDecompress(frame.subarray(0, cut), new Uint8Array(8192), { backend }), 'zstd');
   }
   expectFailure(() => zstdDecompress(frame.subarray(0, 3), new Uint8Array(8192)), 'zstd', F.inputTruncated);
+});
+
+test('zstd async (native thread pool on Node < 22.15): same bytes as the sync decoder, same checks', async () => {
+  const backend = await zstdAsyncBackend();
+  assert.equal(backend, zstdBackend() === 'node:zlib' ? 'node:zlib' : '@mongodb-js/zstd', 'the native module loads here');
+  const r = rng(77);
+  for (let i = 0; i < 20; i++) {
+    const data = syntheticPage(r, { tuples: 10 + i * 3 }).page;
+    const frame = zstdCompress(data, { withContentSize: i % 2 === 0 });
+    const a = new Uint8Array(8192);
+    const b = new Uint8Array(8192);
+    zstdDecompress(frame, a);
+    assert.equal(await zstdDecompressAsync(frame, b), 8192);
+    assert.deepEqual(b, a);
+    assert.deepEqual(b, data);
+  }
+  const frame = zstdCompress(syntheticPage(r, { tuples: 40 }).page);
+  const failure = async (src: Uint8Array, out: Uint8Array): Promise<DecompressionError> => {
+    try {
+      await zstdDecompressAsync(src, out);
+    } catch (err) {
+      assert.ok(err instanceof DecompressionError);
+      return err;
+    }
+    assert.fail('expected a DecompressionError');
+  };
+  const F = DECOMPRESSION_FAILURE;
+  assert.equal((await failure(frame, new Uint8Array(8000))).kind, F.sizeMismatch);
+  assert.equal((await failure(Buffer.concat([frame, Buffer.from([1])]), new Uint8Array(8192))).kind, F.trailingInput);
+  for (const cut of [3, 10, frame.length - 1]) await failure(frame.subarray(0, cut), new Uint8Array(8192));
 });
 
 // ---------------------------------------------------------------- damage, all codecs

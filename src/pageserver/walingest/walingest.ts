@@ -19,7 +19,7 @@
  * timeline rather than skip a record, since everything after it would build on a hole.
  * Records are copied when kept (the decoder hands out views into shared read buffers).
  */
-import { restoreBlockImage } from '../../postgres/blockimage.ts';
+import { restoreBlockImage, restoreBlockImageAsync } from '../../postgres/blockimage.ts';
 import type { Lsn } from '../../postgres/lsn.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
 import {
@@ -97,11 +97,36 @@ export class WalIngest {
   readonly writer: DatadirWriter;
   private readonly consistencyImages: ConsistencyImageUse;
   readonly stats: IngestStats = { records: 0, walBytes: 0, images: 0, storedRecords: 0 };
+  /** Pages restored ahead of time by prepareImages(), by block reference; consumed by ingest(). */
+  private readonly prepared = new Map<BlockRef, Buffer>();
 
   constructor(timeline: Timeline, opts: WalIngestOptions = {}) {
     this.timeline = timeline;
     this.writer = new DatadirWriter(timeline);
     this.consistencyImages = opts.consistencyImages ?? 'store-image';
+  }
+
+  /**
+   * Restores the zstd-compressed images of `records` (the ones ingest will store as pages)
+   * concurrently on the native thread pool, so that ingest() finds them ready: on Node < 22.15
+   * the synchronous zstd decoder is pure JavaScript and was the bottleneck of ingest. Optional:
+   * ingest() restores anything not prepared itself. Call with a bounded batch (one XLogData
+   * message) and ingest those records next; the results are held until then.
+   */
+  async prepareImages(records: readonly DecodedRecord[]): Promise<void> {
+    this.prepared.clear(); // leftovers of a batch that was not ingested (a failed session)
+    const jobs: Promise<void>[] = [];
+    for (const rec of records) {
+      for (const block of rec.blocks) {
+        const image = block.image;
+        if (image === undefined || image.compression !== 'zstd' || !(image.apply || this.consistencyImages === 'store-image')) continue;
+        jobs.push(restoreBlockImageAsync(rec, block, Buffer.allocUnsafe(PAGE_BYTES)).then((page) => {
+          this.prepared.set(block, page as Buffer);
+        }));
+      }
+    }
+    // A failed restore is reported by ingest() for the record it belongs to (restoring again).
+    await Promise.allSettled(jobs);
   }
 
   /** Ingests one record (synchronously; atomic). */
@@ -120,6 +145,7 @@ export class WalIngest {
     }
     this.stats.records++;
     this.stats.walBytes += rec.totLen;
+    if (this.prepared.size > 0) for (const b of rec.blocks) this.prepared.delete(b);
   }
 
   private apply(rec: DecodedRecord): void {
@@ -207,8 +233,13 @@ export class WalIngest {
   }
 
   private pageFromImage(rec: DecodedRecord, block: BlockRef): Buffer {
-    const page = Buffer.allocUnsafe(PAGE_BYTES);
-    restoreBlockImage(rec, block, page);
+    let page = this.prepared.get(block);
+    if (page !== undefined) {
+      this.prepared.delete(block);
+    } else {
+      page = Buffer.allocUnsafe(PAGE_BYTES);
+      restoreBlockImage(rec, block, page);
+    }
     const pdUpper = page.readUInt16LE(14);
     if (pdUpper !== 0) setPageLsn(page, rec.endLsn);
     return page;
