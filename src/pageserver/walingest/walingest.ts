@@ -60,6 +60,11 @@ const VM_MAP_BYTES = PAGE_BYTES - VM_MAP_OFFSET;
 export const FSM_SLOTS_PER_PAGE = (PAGE_BYTES - 24 - 4) - (PAGE_BYTES / 2 - 1);
 const FSM_TREE_DEPTH = 3;
 
+/** Error codes that mean "this record cannot be ingested" (wrapped into an IngestError naming it). */
+const RECORD_PROBLEM_CODES = new Set([
+  'wal_record_body', 'wal_image_invalid', 'decompression_failed', 'invalid_input', 'directory_corrupt', 'value_corrupt', 'assertion_failed',
+]);
+
 /** How block images without BKPIMAGE_APPLY (wal_consistency_checking) are used. */
 export type ConsistencyImageUse = 'store-image' | 'ignore';
 
@@ -138,7 +143,9 @@ export class WalIngest {
       w.commit(rec.lsn);
     } catch (err) {
       w.abort();
-      if (err instanceof StrataError && err.code !== 'ingest_failed' && err.code !== 'wal_record_invalid') throw err;
+      // Problems with the record itself (its body, an image, a stored directory it changes) are
+      // reported as an IngestError naming the record; anything else (I/O, timeline state) as is.
+      if (err instanceof StrataError && !(err instanceof IngestError) && !RECORD_PROBLEM_CODES.has(err.code)) throw err;
       throw new IngestError(
         `cannot ingest ${recordTypeName(rec.rmid, rec.info)} record at ${formatLsn(rec.lsn)}: ${err instanceof Error ? err.message : String(err)}`,
         this.timeline.context({ lsn: formatLsn(rec.lsn), endLsn: formatLsn(rec.endLsn), record: recordTypeName(rec.rmid, rec.info) }));
@@ -474,10 +481,15 @@ export class WalIngest {
       } else {
         w.put(slruBlockKey(SlruKind.multixactOffsets, here.segNo, here.blockNumber), { kind: 'multixactOffset', multi: b.mid, offset: b.moff });
         const there = segmentOfPage(nextPage);
-        // Recovery creates the next page if it is missing; we store the offset when it exists
-        // (its ZERO_OFF_PAGE record comes before the next multixact is created).
         if (w.slruPageExists(SlruKind.multixactOffsets, there.segNo, there.blockNumber)) {
           w.put(slruBlockKey(SlruKind.multixactOffsets, there.segNo, there.blockNumber), { kind: 'multixactOffset', multi: next, offset: nextOffset });
+        } else {
+          // WAL from PostgreSQL before 15.16 logs the next page's ZERO_OFF_PAGE only later;
+          // recovery then creates the page here (RecordNewMultiXact): a zero page holding the
+          // next multixact's offset, stored as one image.
+          const pageImage = Buffer.alloc(PAGE_BYTES);
+          pageImage.writeUInt32LE(nextOffset, (next % 2048) * 4);
+          w.putSlruPage(SlruKind.multixactOffsets, there.segNo, there.blockNumber, { kind: 'image', image: pageImage });
         }
       }
       // Members: the whole list under every members page it touches; redo writes each page's share.
