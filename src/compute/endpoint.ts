@@ -129,6 +129,13 @@ export class Endpoint {
     const tenant = ps.tenants.getTenant(tl.tenantId);
     const log = (opts.log ?? tl.log).child({ endpoint: path.basename(opts.dir) });
     await checkReachableByServerUser(opts.dir);
+    // One writer per timeline: a compute whose WAL is being streamed is alive and would fork the
+    // timeline's history. A source that is not streaming (its compute died) is replaced.
+    const current = ps.walReceiver(opts.tenantId, opts.timelineId);
+    if (current !== null && current.status.state === 'streaming') {
+      throw new ComputeError(`timeline ${opts.timelineId} already has a running compute (${current.status.connectedTo}); stop it first`,
+        { tenant: opts.tenantId, timeline: opts.timelineId, compute: current.status.connectedTo });
+    }
     await ps.detachWalSource(opts.tenantId, opts.timelineId);
 
     const dataDir = path.join(opts.dir, 'pgdata');

@@ -170,6 +170,10 @@ describe('compute on a Strata timeline, branches at recorded LSNs', { timeout: 9
       assert.equal(await psqlValue(epB.port, 'SELECT count(*) FROM e2e_2pc'), '0');
       assert.equal(await psqlValue(main.port, "SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'e2e_keep'"), '1');
 
+      // One compute per timeline: a second one on A is refused while A's is running.
+      await assert.rejects(Endpoint.start({ pageserver: ps, tenantId: tenant.tenantId, timelineId: a.timelineId, dir: path.join(workdir, 'second-on-a') }),
+        /already has a running compute/);
+
       // A branch of branch A at its tip sees A's writes.
       const aLsn = await caughtUp(epA, a.timelineId);
       const aa = await tenant.branchTimeline({ ancestorTimelineId: a.timelineId, ancestorStartLsn: aLsn });
