@@ -240,7 +240,12 @@ export async function generateBasebackup(opts: BasebackupOptions): Promise<Baseb
     // Databases and relations.
     for (const db of view.dbDir()) {
       if (db.spcNode !== GLOBALTABLESPACE_OID && db.spcNode !== DEFAULTTABLESPACE_OID) {
-        throw new BasebackupError(`database ${db.dbNode} is in tablespace ${db.spcNode}; only pg_default and pg_global are supported`, tl.context());
+        // A database's directory in another tablespace appears when a relation is created there
+        // (Storage CREATE) and stays after the relations are dropped (PostgreSQL's regression
+        // suite does this). Empty, it needs no files; with relations it cannot be served yet.
+        if (!db.hasRelmap && view.relDir(db.spcNode, db.dbNode).size === 0) continue;
+        throw new BasebackupError(`database ${db.dbNode} has relations in tablespace ${db.spcNode} at ${formatLsn(lsn)}; only pg_default and pg_global are supported`,
+          tl.context({ lsn: formatLsn(lsn), tablespace: db.spcNode, database: db.dbNode }));
       }
       const isGlobal = db.spcNode === GLOBALTABLESPACE_OID;
       const dir = isGlobal ? 'global' : `base/${db.dbNode}`;

@@ -6,13 +6,15 @@
  * amcheck finds nothing wrong. Then branch isolation, branch of a branch, prepared transactions,
  * sequences and unlogged tables on branches.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Endpoint } from '../../src/compute/endpoint.ts';
+import { generateBasebackup, type BasebackupSink } from '../../src/pageserver/basebackup.ts';
 import { bootstrapTimeline } from '../../src/pageserver/import/bootstrap.ts';
+import { chownForPostgres } from '../../src/postgres/pgbin.ts';
 import { Pageserver } from '../../src/pageserver/pageserver.ts';
 import type { Tenant } from '../../src/pageserver/tenant.ts';
 import { formatLsn, type Lsn } from '../../src/postgres/lsn.ts';
@@ -173,6 +175,20 @@ describe('compute on a Strata timeline, branches at recorded LSNs', { timeout: 9
       // One compute per timeline: a second one on A is refused while A's is running.
       await assert.rejects(Endpoint.start({ pageserver: ps, tenantId: tenant.tenantId, timelineId: a.timelineId, dir: path.join(workdir, 'second-on-a') }),
         /already has a running compute/);
+
+      // Tablespaces: relations in one cannot be served (a clear error), an emptied one is no obstacle.
+      const tsDir = path.join(workdir, 'tablespace');
+      mkdirSync(tsDir);
+      await chownForPostgres(tsDir);
+      await psqlValue(epA.port, `CREATE TABLESPACE strata_ts LOCATION '${tsDir}'`);
+      await psqlValue(epA.port, 'CREATE TABLE in_ts (a int) TABLESPACE strata_ts; INSERT INTO in_ts VALUES (1)');
+      await caughtUp(epA, a.timelineId);
+      const discard: BasebackupSink = { directory: async () => undefined, file: async (_p, _n, fill) => fill(async () => undefined), finish: async () => undefined };
+      await assert.rejects(generateBasebackup({ timeline: a, sink: discard }), /relations in tablespace \d+.*only pg_default and pg_global/);
+      await psqlValue(epA.port, 'DROP TABLE in_ts');
+      await psqlValue(epA.port, 'DROP TABLESPACE strata_ts');
+      await caughtUp(epA, a.timelineId);
+      await generateBasebackup({ timeline: a, sink: discard });
 
       // A branch of branch A at its tip sees A's writes.
       const aLsn = await caughtUp(epA, a.timelineId);

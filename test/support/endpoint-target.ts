@@ -87,25 +87,54 @@ export async function psqlValue(port: number, sql: string, database = 'postgres'
   return r.stdout.trim();
 }
 
+// ---------------------------------------------------------------------------------------------
+// Dump comparison: sequences may be ahead (below); it reports the first differing lines instead of
+// handing two multi-megabyte strings to assert.equal.
+
 /**
- * Sequences are the one legitimate difference. PostgreSQL WAL-logs a sequence 32 values ahead
- * (SEQ_LOG_VALS) and later nextval calls change only the buffer; the page written at shutdown is
- * not WAL-logged. A store built from WAL therefore shows a sequence up to 32 values ahead — as
- * PostgreSQL itself does after a crash. So setval values must be at or above the recorded ones
- * and at most 32 above; everything else must be identical.
+ * Sequences are the one legitimate difference. When nextval has to WAL-log, it logs the value
+ * SEQ_LOG_VALS (32) increments beyond what it hands out (and caches); later calls change only the
+ * buffer, and the page written at shutdown is not WAL-logged. A store built from WAL therefore
+ * shows a sequence up to 32 increments ahead, as PostgreSQL itself does after a crash. So a setval
+ * value must be the recorded one plus k increments, 0 <= k <= 32 (the increment comes from the
+ * dump's CREATE SEQUENCE or identity definition, default 1); everything else must be identical.
  */
-const SETVAL = /^SELECT pg_catalog\.setval\('([^']+)', (\d+), (true|false)\);$/gm;
-const SEQ_LOG_VALS = 32;
+const SETVAL = /^SELECT pg_catalog\.setval\('([^']+)', (-?\d+), (true|false)\);$/gm;
+const SEQ_DEFINITION = /^(?:CREATE SEQUENCE |    SEQUENCE NAME )(.+)\n((?:    .*\n)*)/gm;
+const SEQ_LOG_VALS = 32n;
+
+function sequenceIncrements(dump: string): Map<string, bigint> {
+  const increments = new Map<string, bigint>();
+  for (const m of dump.matchAll(SEQ_DEFINITION)) increments.set(m[1]!, BigInt(/INCREMENT BY (-?\d+)/.exec(m[2]!)?.[1] ?? '1'));
+  return increments;
+}
+
+function firstDifference(actual: string, expected: string, contextLines = 3): string {
+  const a = actual.split('\n');
+  const e = expected.split('\n');
+  let i = 0;
+  while (i < a.length && i < e.length && a[i] === e[i]) i++;
+  const from = Math.max(0, i - contextLines);
+  const show = (lines: string[], sign: string) => lines.slice(from, i + contextLines + 1).map((l, k) => `${from + k === i ? sign : ' '} ${l}`).join('\n');
+  return `first difference at line ${i + 1} (actual ${a.length} lines, expected ${e.length} lines)\n`
+    + `--- expected\n${show(e, '-')}\n+++ actual\n${show(a, '+')}`;
+}
 
 export function assertSameDump(actual: string, expected: string, message: string): void {
-  const seqs = (dump: string) => new Map(Array.from(dump.matchAll(SETVAL), (m) => [m[1]!, Number(m[2])]));
+  const seqs = (dump: string) => new Map(Array.from(dump.matchAll(SETVAL), (m) => [m[1]!, BigInt(m[2]!)]));
   const want = seqs(expected);
   const got = seqs(actual);
+  const increments = sequenceIncrements(expected);
   assert.deepEqual(Array.from(got.keys()), Array.from(want.keys()), `${message}: the sequences differ`);
   for (const [name, v] of want) {
     const g = got.get(name)!;
-    assert.ok(g >= v && g <= v + SEQ_LOG_VALS, `${message}: sequence ${name} is at ${g}, recorded ${v} (allowed ${v}..${v + SEQ_LOG_VALS})`);
+    const increment = increments.get(name) ?? 1n;
+    const ahead = increment === 0n ? 0n : (g - v) / increment;
+    assert.ok(v + ahead * increment === g && ahead >= 0n && ahead <= SEQ_LOG_VALS,
+      `${message}: sequence ${name} is at ${g}, recorded ${v}; allowed: ${v} plus 0..${SEQ_LOG_VALS} increments of ${increment}`);
   }
   const mask = (dump: string) => dump.replace(SETVAL, "SELECT pg_catalog.setval('$1', <n>, $3);");
-  assert.equal(mask(actual), mask(expected), message);
+  const ma = mask(actual);
+  const me = mask(expected);
+  if (ma !== me) assert.fail(`${message}: ${firstDifference(ma, me)}`);
 }
