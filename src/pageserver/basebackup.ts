@@ -37,6 +37,7 @@ import { FORK_NAMES, SlruKind, type RelTag } from '../storage/key.ts';
 import { relDirEntry, relDirEntryRel } from './datadir/dirs.ts';
 import { DatadirView } from './datadir/view.ts';
 import { DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID, RELSEG_BLOCKS } from './import/datadir.ts';
+import { waitForLsnWithAncestors } from './timeline/read.ts';
 import type { Timeline } from './timeline/timeline.ts';
 
 const PAGE_BYTES = 8192;
@@ -181,13 +182,7 @@ export async function generateBasebackup(opts: BasebackupOptions): Promise<Baseb
   if (lsn < tl.initdbLsn && tl.ancestor === null) {
     throw new InvalidInputError(`basebackup LSN ${formatLsn(lsn)} is before the timeline's first LSN ${formatLsn(tl.initdbLsn)}`, tl.context());
   }
-  const timeoutMs = opts.timeoutMs ?? tl.resources.waitLsnTimeoutMs;
-  if (lsn > tl.lastRecordLsn) await tl.waitLsn(lsn, timeoutMs);
-  let needed = lsn;
-  for (let t: Timeline = tl; t.ancestor !== null; t = t.ancestor) {
-    if (t.ancestorLsn < needed) needed = t.ancestorLsn;
-    if (needed > t.ancestor.lastRecordLsn) await t.ancestor.waitLsn(needed, timeoutMs);
-  }
+  await waitForLsnWithAncestors(tl, lsn, opts.timeoutMs ?? tl.resources.waitLsnTimeoutMs);
   const prevLsn = lsn === tl.lastRecordLsn ? tl.prevRecordLsn : null;
   const view = new DatadirView(tl, lsn);
   const sink = opts.sink;

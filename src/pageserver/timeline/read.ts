@@ -53,16 +53,22 @@ const MAX_READ_STEPS = 100_000;
 export async function getPage(timeline: Timeline, key: Key, lsn: Lsn, opts: { timeoutMs?: number } = {}): Promise<Buffer> {
   timeline.checkReadable();
   timeline.checkLsnInScope(lsn);
-  const timeoutMs = opts.timeoutMs ?? timeline.resources.waitLsnTimeoutMs;
+  await waitForLsnWithAncestors(timeline, lsn, opts.timeoutMs ?? timeline.resources.waitLsnTimeoutMs);
+  return reconstructAt(timeline, key, lsn);
+}
+
+/**
+ * Waits until `lsn` is ingested on the timeline and, for a branch, until its ancestors have
+ * ingested up to the branch points below it: a branch reads its ancestor up to the branch point,
+ * and after a restart the ancestor may still be re-ingesting that WAL.
+ */
+export async function waitForLsnWithAncestors(timeline: Timeline, lsn: Lsn, timeoutMs: number): Promise<void> {
   if (lsn > timeline.lastRecordLsn) await timeline.waitLsn(lsn, timeoutMs);
-  // A branch reads its ancestor up to the branch point: that WAL must be there too (after a
-  // restart the ancestor may still be re-ingesting it).
   let needed = lsn;
   for (let tl: Timeline = timeline; tl.ancestor !== null; tl = tl.ancestor) {
     if (tl.ancestorLsn < needed) needed = tl.ancestorLsn;
     if (needed > tl.ancestor.lastRecordLsn) await tl.ancestor.waitLsn(needed, timeoutMs);
   }
-  return reconstructAt(timeline, key, lsn);
 }
 
 /**

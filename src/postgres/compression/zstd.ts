@@ -139,11 +139,10 @@ function wrap(err: unknown, backend: ZstdBackend): DecompressionError {
 }
 
 /**
- * Decompresses the single zstd frame `src` into `out`, which must be exactly the expected size.
- * Returns out.length. Throws DecompressionError (codec 'zstd') on any problem.
+ * The checks every decoder path makes before decompressing: a well-formed frame header, a declared
+ * size (if any) equal to the expected one, and exactly one frame with no trailing bytes.
  */
-export function zstdDecompress(src: Uint8Array, out: Uint8Array, opts: ZstdDecompressOptions = {}): number {
-  const expected = out.length;
+function checkFrame(src: Uint8Array, expected: number): void {
   const header = readZstdFrameHeader(src);
   if (header.contentSizeBytes !== undefined && header.contentSizeBytes !== expected) {
     throw new DecompressionError('zstd', DECOMPRESSION_FAILURE.sizeMismatch,
@@ -154,6 +153,15 @@ export function zstdDecompress(src: Uint8Array, out: Uint8Array, opts: ZstdDecom
     throw new DecompressionError('zstd', DECOMPRESSION_FAILURE.trailingInput,
       `the frame ends at ${frameBytes} bytes but the input has ${src.length}`, { inputOffset: frameBytes });
   }
+}
+
+/**
+ * Decompresses the single zstd frame `src` into `out`, which must be exactly the expected size.
+ * Returns out.length. Throws DecompressionError (codec 'zstd') on any problem.
+ */
+export function zstdDecompress(src: Uint8Array, out: Uint8Array, opts: ZstdDecompressOptions = {}): number {
+  const expected = out.length;
+  checkFrame(src, expected);
   const backend = opts.backend ?? zstdBackend();
   let produced = 0;
   if (backend === 'node:zlib') {
@@ -227,16 +235,7 @@ export async function zstdDecompressAsync(src: Uint8Array, out: Uint8Array): Pro
   const native = await loadNative();
   if (native === null) return zstdDecompress(src, out);
   const expected = out.length;
-  const header = readZstdFrameHeader(src);
-  if (header.contentSizeBytes !== undefined && header.contentSizeBytes !== expected) {
-    throw new DecompressionError('zstd', DECOMPRESSION_FAILURE.sizeMismatch,
-      `frame declares ${header.contentSizeBytes} bytes, expected ${expected}`, { declaredBytes: header.contentSizeBytes, expectedBytes: expected });
-  }
-  const frameBytes = zstdFrameCompressedSize(src, header);
-  if (frameBytes !== src.length) {
-    throw new DecompressionError('zstd', DECOMPRESSION_FAILURE.trailingInput,
-      `the frame ends at ${frameBytes} bytes but the input has ${src.length}`, { inputOffset: frameBytes });
-  }
+  checkFrame(src, expected);
   let result: Buffer;
   try {
     result = await native(Buffer.from(src.buffer, src.byteOffset, src.byteLength));
