@@ -159,7 +159,10 @@ export class WalReceiver {
 
   private positions(received: Lsn): { write: Lsn; flush: Lsn; apply: Lsn } {
     const tl = this.timeline;
-    return { write: received, flush: tl.diskConsistentLsn, apply: tl.lastRecordLsn };
+    // flush must be what a restart resumes from: the disk_consistent_lsn whose metadata write
+    // has completed (tl.diskConsistent), not the in-memory field, which moves just before that
+    // write. The source frees WAL (the slot's restart_lsn) up to what we report here.
+    return { write: received, flush: tl.diskConsistent.lsn, apply: tl.lastRecordLsn };
   }
 
   private async session(): Promise<void> {
