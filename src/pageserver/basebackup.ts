@@ -23,7 +23,6 @@
  * with an error naming the key and LSN — a compute never starts on a guessed page.
  */
 import { chownSync, closeSync, fchownSync, mkdirSync, openSync, writeSync } from 'node:fs';
-import { open } from 'node:fs/promises';
 import path from 'node:path';
 import type { Lsn } from '../postgres/lsn.ts';
 import { formatLsn } from '../postgres/lsn.ts';
@@ -327,17 +326,17 @@ export async function generateBasebackup(opts: BasebackupOptions): Promise<Baseb
 
 /** Writes a basebackup tar to a file (tests, tools). */
 export async function basebackupToTarFile(opts: Omit<BasebackupOptions, 'sink'> & { file: string }): Promise<BasebackupResult> {
-  const fh = await open(opts.file, 'w', 0o600);
+  // Synchronous writes of at most 1 MiB (page cache): cheaper than a thread-pool round trip each.
+  const fd = openSync(opts.file, 'w', 0o600);
   try {
     return await generateBasebackup({
       ...opts,
-      sink: tarSink(async (chunk) => {
+      sink: tarSink((chunk) => {
         let off = 0;
-        while (off < chunk.length) off += (await fh.write(chunk, off, chunk.length - off)).bytesWritten;
+        while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
       }),
     });
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
-
