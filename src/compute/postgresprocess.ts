@@ -62,12 +62,10 @@ export class PostgresProcess {
   readonly dataDir: string;
   readonly port: number;
   readonly logFile: string;
-  private readonly child: ChildProcess;
   private readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private exitInfo: { code: number | null; signal: NodeJS.Signals | null } | null = null;
 
   private constructor(child: ChildProcess, dataDir: string, port: number, logFile: string) {
-    this.child = child;
     this.pid = child.pid!;
     this.dataDir = dataDir;
     this.port = port;

@@ -26,6 +26,7 @@ import { chownSync, closeSync, fchownSync, mkdirSync, openSync, writeSync } from
 import path from 'node:path';
 import type { Lsn } from '../postgres/lsn.ts';
 import { formatLsn } from '../postgres/lsn.ts';
+import { PG_BLCKSZ } from '../postgres/walformat.ts';
 import { DBState, encodeControlFile, parseControlFile } from '../postgres/pgcontrol.ts';
 import { twoPhaseFileBytes, twoPhaseFileName, type CheckPoint } from '../postgres/records/index.ts';
 import { buildShutdownCheckpointSegment } from '../postgres/shutdownwal.ts';
@@ -39,7 +40,7 @@ import { DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID, RELSEG_BLOCKS } from './im
 import { waitForLsnWithAncestors } from './timeline/read.ts';
 import type { Timeline } from './timeline/timeline.ts';
 
-const PAGE_BYTES = 8192;
+const PAGE_BYTES = PG_BLCKSZ;
 const PG_MAJOR_VERSION_FILE = '15\n';
 /** Pages gathered per sink write (1 MiB). */
 const PAGES_PER_CHUNK = 128;

@@ -51,6 +51,13 @@ export function readPageLsn(page: Uint8Array, offset = 0): Lsn {
   return (BigInt(u32(page, offset)) << 32n) | BigInt(u32(page, offset + 4));
 }
 
+/** Sets pd_lsn of the page starting at `offset` (xlogid, then xrecoff, little-endian u32s). */
+export function writePageLsn(page: Uint8Array, lsn: Lsn, offset = 0): void {
+  const dv = new DataView(page.buffer, page.byteOffset + offset, 8);
+  dv.setUint32(0, Number(lsn >> 32n), true);
+  dv.setUint32(4, Number(lsn & 0xffff_ffffn), true);
+}
+
 /** Reads the 24-byte header of the data page starting at `offset`. The page must hold at least 24 bytes. */
 export function readPageHeader(page: Uint8Array, offset = 0): PageHeader {
   if (page.length - offset < SIZE_OF_PAGE_HEADER) {

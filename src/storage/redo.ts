@@ -38,6 +38,7 @@
  *   page are written and the others are skipped.
  */
 import { restoreBlockImage } from '../postgres/blockimage.ts';
+import { writePageLsn } from '../postgres/page.ts';
 import { formatLsn, type Lsn } from '../postgres/lsn.ts';
 import { recordTypeName, rmgrName } from '../postgres/rmgr.ts';
 import { PG_BLCKSZ, SIZE_OF_XLOG_RECORD } from '../postgres/walformat.ts';
@@ -217,11 +218,6 @@ function writable(w: WorkPage): Buffer {
   return copy;
 }
 
-function setPageLsn(page: Buffer, lsn: Lsn): void {
-  page.writeUInt32LE(Number(lsn >> 32n), 0);
-  page.writeUInt32LE(Number(lsn & 0xffff_ffffn), 4);
-}
-
 // ---------------------------------------------------------------------------------------------
 
 export class BuiltinRedo implements Redo {
@@ -319,7 +315,7 @@ export class BuiltinRedo implements Redo {
     }
     w.length = PG_BLCKSZ;
     const pdUpper = out[14]! | (out[15]! << 8);
-    if (pdUpper !== 0) setPageLsn(out, r.lsn);
+    if (pdUpper !== 0) writePageLsn(out, r.lsn);
   }
 }
 

@@ -18,6 +18,7 @@
  */
 import type { Lsn } from '../../postgres/lsn.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
+import { PG_BLCKSZ } from '../../postgres/walformat.ts';
 import { encodeCheckPoint, parseCheckPoint, type CheckPoint } from '../../postgres/records/xlog.ts';
 import { AssertionFailedError, StrataError, assert, type ErrorContext } from '../../util/errors.ts';
 import {
@@ -32,7 +33,7 @@ import {
   encodeTwoPhaseDir, relDirEntry, type DbDirEntry,
 } from './dirs.ts';
 
-export const PAGE_BYTES = 8192;
+export const PAGE_BYTES = PG_BLCKSZ;
 export const ZERO_PAGE: Buffer = Buffer.alloc(PAGE_BYTES);
 
 /** Decoded cache entries, tagged by what they decode. */

@@ -15,14 +15,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { formatLsn } from '../../postgres/lsn.ts';
 import { chownForPostgres, runPgTool } from '../../postgres/pgbin.ts';
+import { DBState } from '../../postgres/pgcontrol.ts';
 import type { Tenant } from '../tenant.ts';
 import type { Timeline } from '../timeline/timeline.ts';
 import { WalIngest } from '../walingest/walingest.ts';
 import { ImportError, importDatadir, readControlFile } from './datadir.ts';
 import { ingestWalFiles } from './wal.ts';
-
-/** DBState DB_SHUTDOWNED. */
-const DB_SHUTDOWNED = 1;
 
 export interface BootstrapOptions {
   timelineId?: string;
@@ -45,10 +43,10 @@ export async function bootstrapTimeline(tenant: Tenant, opts: BootstrapOptions =
     ], { ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}), asServerUser: true });
     tenant.log.info('initdb done', { elapsed_ms: Date.now() - started });
     const control = await readControlFile(path.join(dataDir, 'global', 'pg_control'));
-    const checkPointLsn = control.bytes.readBigUInt64LE(32);
-    const redo = control.checkpoint.redoLsn;
-    if (control.state !== DB_SHUTDOWNED || checkPointLsn !== redo) {
-      throw new ImportError(`initdb left a cluster that is not cleanly shut down (state ${control.state}, checkpoint ${formatLsn(checkPointLsn)}, redo ${formatLsn(redo)})`);
+    const checkPointLsn = control.data.checkPoint;
+    const redo = control.data.checkPointCopy.redoLsn;
+    if (control.data.state !== DBState.SHUTDOWNED || checkPointLsn !== redo) {
+      throw new ImportError(`initdb left a cluster that is not cleanly shut down (state ${control.data.state}, checkpoint ${formatLsn(checkPointLsn)}, redo ${formatLsn(redo)})`);
     }
     if ((redo & 7n) !== 0n) throw new ImportError(`initdb's checkpoint LSN ${formatLsn(redo)} is not 8-byte aligned`);
     return await tenant.createTimeline({
@@ -57,7 +55,7 @@ export async function bootstrapTimeline(tenant: Tenant, opts: BootstrapOptions =
       populate: async (tl) => {
         await importDatadir({ timeline: tl, dataDir, lsn: redo, log: tl.log });
         const ingest = new WalIngest(tl);
-        const res = await ingestWalFiles({ timeline: tl, ingest, paths: [path.join(dataDir, 'pg_wal')], startLsn: redo, systemId: control.systemId });
+        const res = await ingestWalFiles({ timeline: tl, ingest, paths: [path.join(dataDir, 'pg_wal')], startLsn: redo, systemId: control.data.systemIdentifier });
         tl.log.info('bootstrap WAL ingested', { records: res.records, last_record_lsn: formatLsn(res.endLsn) });
       },
     });

@@ -20,9 +20,11 @@
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { crc32c } from '../../postgres/crc32c.ts';
+import { PG_CONTROL_FILE_SIZE, parseControlFile, type ControlFileData } from '../../postgres/pgcontrol.ts';
 import type { Lsn } from '../../postgres/lsn.ts';
+import { PG_BLCKSZ } from '../../postgres/walformat.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
-import { parseCheckPoint, SIZE_OF_CHECKPOINT, type CheckPoint } from '../../postgres/records/xlog.ts';
+import { encodeCheckPoint, type CheckPoint } from '../../postgres/records/xlog.ts';
 import { RELMAP_FILE_SIZE, parseRelMapFile } from '../../postgres/records/relmap.ts';
 import { InvalidInputError, StrataError, assert } from '../../util/errors.ts';
 import type { Logger } from '../../util/log.ts';
@@ -36,12 +38,11 @@ import { openLayerFile } from '../timeline/layerfiles.ts';
 import type { Timeline } from '../timeline/timeline.ts';
 import { encodeDbDir, encodeRelDir, encodeSize, encodeSlruDir, encodeTwoPhaseDir, relDirEntry, type DbDirEntry } from '../datadir/dirs.ts';
 
-export const PAGE_BYTES = 8192;
+const PAGE_BYTES = PG_BLCKSZ;
 /** RELSEG_SIZE: blocks per 1 GiB relation segment file. */
 export const RELSEG_BLOCKS = 131072;
 export const GLOBALTABLESPACE_OID = 1664;
 export const DEFAULTTABLESPACE_OID = 1663;
-const PG_CONTROL_CRC_OFFSET = 288;
 const READ_CHUNK_BYTES = 1024 * 1024;
 /** Bound on directory entries scanned (a cluster with more files than this is refused). */
 const MAX_SCANNED_FILES = 5_000_000;
@@ -162,17 +163,15 @@ export interface ImportResult {
   layerSizeBytes: number;
 }
 
-/** Reads and checks pg_control: size, CRC and version; returns it with its checkPointCopy. */
-export async function readControlFile(p: string): Promise<{ bytes: Buffer; checkpoint: CheckPoint; state: number; systemId: bigint }> {
+/** Reads pg_control and checks it (size, CRC, version: parseControlFile); keeps the raw bytes too. */
+export async function readControlFile(p: string): Promise<{ bytes: Buffer; data: ControlFileData }> {
   const bytes = await readFile(p);
-  if (bytes.length !== PAGE_BYTES) throw new ImportError(`${p} is ${bytes.length} bytes, expected ${PAGE_BYTES}`);
-  const crc = bytes.readUInt32LE(PG_CONTROL_CRC_OFFSET);
-  const computed = crc32c(bytes.subarray(0, PG_CONTROL_CRC_OFFSET));
-  if (crc !== computed) throw new ImportError(`${p}: CRC mismatch (stored 0x${crc.toString(16)}, computed 0x${computed.toString(16)})`);
-  const version = bytes.readUInt32LE(8);
-  if (version !== 1300) throw new ImportError(`${p}: pg_control version ${version}; only PostgreSQL 15 (1300) is supported`);
-  const checkpoint = parseCheckPoint(bytes.subarray(40, 40 + SIZE_OF_CHECKPOINT));
-  return { bytes, checkpoint, state: bytes.readInt32LE(16), systemId: bytes.readBigUInt64LE(0) };
+  if (bytes.length !== PG_CONTROL_FILE_SIZE) throw new ImportError(`${p} is ${bytes.length} bytes, expected ${PG_CONTROL_FILE_SIZE}`);
+  try {
+    return { bytes, data: parseControlFile(bytes) };
+  } catch (err) {
+    throw new ImportError(`${p}: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 async function fileBlocks(p: string, what: string, maxBlocks: number): Promise<number> {
@@ -314,7 +313,7 @@ export async function importDatadir(opts: ImportOptions): Promise<ImportResult> 
       await put(twoPhaseFileKey(xid), Buffer.from(body));
     }
     await put(CONTROLFILE_KEY, control.bytes);
-    await put(CHECKPOINT_KEY, Buffer.from(control.bytes.subarray(40, 40 + SIZE_OF_CHECKPOINT)));
+    await put(CHECKPOINT_KEY, Buffer.from(encodeCheckPoint(control.data.checkPointCopy)));
     const info = await writer.finish();
     if (info.entryCount !== entries) {
       throw new ImportError(`image layer ${info.fileName} has ${info.entryCount} entries, ${entries} were written`);
@@ -326,7 +325,7 @@ export async function importDatadir(opts: ImportOptions): Promise<ImportResult> 
       size_bytes: info.sizeBytes, elapsed_ms: Date.now() - started,
     });
     return {
-      lsn, checkpoint: control.checkpoint, controlFile: control.bytes, databases: dbs.length, relationForks: forks, blocks,
+      lsn, checkpoint: control.data.checkPointCopy, controlFile: control.bytes, databases: dbs.length, relationForks: forks, blocks,
       layerFile: info.fileName, layerSizeBytes: info.sizeBytes,
     };
   } catch (err) {

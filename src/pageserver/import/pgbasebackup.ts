@@ -135,7 +135,7 @@ export async function importPgBasebackup(tenant: Tenant, opts: PgBasebackupImpor
     }
     const label = parseBackupLabel(labelText);
     const control = await readControlFile(path.join(dataDir, 'global', 'pg_control'));
-    if (control.bytes.readUInt32LE(252) !== 0) {
+    if (control.data.dataChecksumVersion !== 0) {
       throw new ImportError('the cluster has data checksums enabled; Strata cannot import such clusters yet (it would have to recompute page checksums)');
     }
     const start = label.startLsn;
@@ -149,7 +149,7 @@ export async function importPgBasebackup(tenant: Tenant, opts: PgBasebackupImpor
       populate: async (timeline) => {
         await importDatadir({ timeline, dataDir, lsn: start, log: timeline.log });
         const ingest = new WalIngest(timeline);
-        const res = await scanWal([walDir], { startLsn: start, systemId: control.systemId, afterChunk: () => checkpointIfNeeded(timeline) }, (rec) => {
+        const res = await scanWal([walDir], { startLsn: start, systemId: control.data.systemIdentifier, afterChunk: () => checkpointIfNeeded(timeline) }, (rec) => {
           ingest.ingest(rec);
           walRecords++;
           if (consistentLsn === 0n && rec.rmid === RM_XLOG_ID && (rec.info & 0xf0) === XLOG_BACKUP_END && parseBackupEnd(rec).startLsn === start) {

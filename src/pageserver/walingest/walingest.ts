@@ -20,7 +20,8 @@
  * Records are copied when kept (the decoder hands out views into shared read buffers).
  */
 import { restoreBlockImage, restoreBlockImageAsync } from '../../postgres/blockimage.ts';
-import type { Lsn } from '../../postgres/lsn.ts';
+import { writePageLsn } from '../../postgres/page.ts';
+import { VM_HEAPBLOCKS_PER_PAGE } from '../../storage/redo.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
 import {
   parseClogTruncate, parseClogZeroPage, parseDbaseCreateFileCopy, parseDbaseCreateWalLog, parseDbaseDrop, parseHeapDelete,
@@ -41,19 +42,17 @@ import {
 } from '../../postgres/rmgr.ts';
 import type { BlockRef, DecodedRecord } from '../../postgres/xlogrecord.ts';
 import { StrataError } from '../../util/errors.ts';
-import { ForkNumber, SlruKind, relBlockKey, relMapFileKey, slruBlockKey, type Key, type RelTag } from '../../storage/key.ts';
+import { ForkNumber, SlruKind, relBlockKey, relMapFileKey, slruBlockKey, type RelTag } from '../../storage/key.ts';
 import { ClogStatus, NO_BLOCK, type MultixactMember, type Value } from '../../storage/value.ts';
 import { DatadirWriter, IngestError, PAGE_BYTES, ZERO_PAGE } from '../datadir/writer.ts';
 import { relDirEntryRel } from '../datadir/dirs.ts';
 import type { Timeline } from '../timeline/timeline.ts';
 import {
-  FIRST_MULTIXACT_ID, checkpointWithXids, clogPageOfXid, clogPagePrecedes, membersSegmentsToTruncate,
+  FIRST_MULTIXACT_ID, advanceNextXid, checkpointWithXids, clogPageOfXid, clogPagePrecedes, membersSegmentsToTruncate,
   multiXactIdPrecedes, multiXactOffsetPrecedes, multixactMemberPage, multixactOffsetPage, multixactOffsetPagePrecedes,
   previousMultiXactId, segmentOfPage, segmentsToTruncate, transactionIdPrecedes,
 } from './xidmath.ts';
 
-/** Heap blocks covered by one visibility-map page (PostgreSQL 15, 8 KiB pages). */
-export const VM_HEAPBLOCKS_PER_PAGE = (PAGE_BYTES - 24) * 4;
 const VM_MAP_OFFSET = 24;
 const VM_MAP_BYTES = PAGE_BYTES - VM_MAP_OFFSET;
 /** FSM leaf slots per page (fsm_internals.h: NodesPerPage − NonLeafNodesPerPage). */
@@ -73,6 +72,8 @@ export interface WalIngestOptions {
   consistencyImages?: ConsistencyImageUse;
 }
 
+export { VM_HEAPBLOCKS_PER_PAGE };
+
 /** Counters for metrics and logs. */
 export interface IngestStats {
   records: number;
@@ -90,11 +91,6 @@ export function fsmLeafPhysicalBlock(logicalPage: number): number {
     leaf = Math.floor(leaf / FSM_SLOTS_PER_PAGE);
   }
   return pages - 1;
-}
-
-function setPageLsn(page: Buffer, lsn: Lsn): void {
-  page.writeUInt32LE(Number(lsn >> 32n), 0);
-  page.writeUInt32LE(Number(lsn & 0xffff_ffffn), 4);
 }
 
 export class WalIngest {
@@ -158,7 +154,9 @@ export class WalIngest {
   private apply(rec: DecodedRecord): void {
     const w = this.writer;
     // Every xid in the WAL must stay below the nextXid a basebackup hands out.
-    if (rec.xid !== 0) this.advanceXids([rec.xid]);
+    // (A VM page gets a value from a heap record only via the clears below: heap records that clear
+    // bits do not register the VM buffer, and the writer asserts if two storage values collide.)
+    if (rec.xid !== 0) this.advanceXid(rec.xid);
 
     if (rec.blocks.length > 0) this.ingestBlocks(rec);
 
@@ -212,6 +210,13 @@ export class WalIngest {
     }
   }
 
+  /** The per-record case of advanceXids, without allocating (it runs for every record). */
+  private advanceXid(xid: number): void {
+    const cp = this.writer.checkpoint;
+    const next = advanceNextXid(cp.nextXid, xid);
+    if (next !== null) this.writer.setCheckpoint({ ...cp, nextXid: next });
+  }
+
   private advanceXids(xids: Iterable<number>): void {
     const next = checkpointWithXids(this.writer.checkpoint, xids);
     if (next !== null) this.writer.setCheckpoint(next);
@@ -248,7 +253,7 @@ export class WalIngest {
       restoreBlockImage(rec, block, page);
     }
     const pdUpper = page.readUInt16LE(14);
-    if (pdUpper !== 0) setPageLsn(page, rec.endLsn);
+    if (pdUpper !== 0) writePageLsn(page, rec.endLsn);
     return page;
   }
 
@@ -301,18 +306,13 @@ export class WalIngest {
     const newVm = newHeap === NO_BLOCK ? -1 : Math.floor(newHeap / VM_HEAPBLOCKS_PER_PAGE);
     const oldVm = oldHeap === NO_BLOCK ? -1 : Math.floor(oldHeap / VM_HEAPBLOCKS_PER_PAGE);
     if (newVm === oldVm) {
-      if (newVm < vmSize) this.writer.put(this.vmKey(vmRel, newVm), { kind: 'clearVmBits', newHeapBlock: newHeap, oldHeapBlock: oldHeap, flags });
+      if (newVm < vmSize) this.writer.put(relBlockKey(vmRel, newVm), { kind: 'clearVmBits', newHeapBlock: newHeap, oldHeapBlock: oldHeap, flags });
       return;
     }
-    if (newVm >= 0 && newVm < vmSize) this.writer.put(this.vmKey(vmRel, newVm), { kind: 'clearVmBits', newHeapBlock: newHeap, oldHeapBlock: NO_BLOCK, flags });
-    if (oldVm >= 0 && oldVm < vmSize) this.writer.put(this.vmKey(vmRel, oldVm), { kind: 'clearVmBits', newHeapBlock: NO_BLOCK, oldHeapBlock: oldHeap, flags });
+    if (newVm >= 0 && newVm < vmSize) this.writer.put(relBlockKey(vmRel, newVm), { kind: 'clearVmBits', newHeapBlock: newHeap, oldHeapBlock: NO_BLOCK, flags });
+    if (oldVm >= 0 && oldVm < vmSize) this.writer.put(relBlockKey(vmRel, oldVm), { kind: 'clearVmBits', newHeapBlock: NO_BLOCK, oldHeapBlock: oldHeap, flags });
   }
 
-  private vmKey(vmRel: RelTag, block: number): Key {
-    // A VM page may get an image from this very record only if the record registers it, which
-    // heap records that clear bits do not; the writer asserts if two storage values collide.
-    return relBlockKey(vmRel, block);
-  }
 
   // ---------------------------------------------------------------------------------------------
   // Transactions.

@@ -6,12 +6,12 @@
  */
 import type { CheckPoint } from '../../postgres/records/xlog.ts';
 import { SLRU_PAGES_PER_SEGMENT } from '../../storage/key.ts';
+import { CLOG_XACTS_PER_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE } from '../../storage/redo.ts';
+
+export { CLOG_XACTS_PER_PAGE, MULTIXACT_MEMBERS_PER_PAGE, MULTIXACT_OFFSETS_PER_PAGE };
 
 export const FIRST_NORMAL_TRANSACTION_ID = 3;
 export const FIRST_MULTIXACT_ID = 1;
-export const CLOG_XACTS_PER_PAGE = 8192 * 4;
-export const MULTIXACT_OFFSETS_PER_PAGE = 8192 / 4;
-export const MULTIXACT_MEMBERS_PER_PAGE = 409 * 4;
 /** Neon's XID_CHECKPOINT_INTERVAL: nextXid is kept rounded up to this (a divisor of a CLOG page). */
 export const XID_ROUNDING = 1024;
 
