@@ -17,12 +17,12 @@
  * timeout) and not below its GC cutoff (that history may be gone).
  * Timelines load in ancestor order, since a branch needs its ancestor object to read through.
  */
-import { access, mkdir, readdir, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Lsn } from '../postgres/lsn.ts';
 import { formatLsn } from '../postgres/lsn.ts';
 import { StrataError, InvalidInputError, assert, type ErrorContext } from '../util/errors.ts';
-import { TEMP_SUFFIX, fsyncDir, writeFileDurable } from '../util/durable.ts';
+import { TEMP_SUFFIX, fsyncDir, pathExists, writeFileDurable } from '../util/durable.ts';
 import { generateId, parseId, tryParseId } from '../util/ids.ts';
 import type { Logger } from '../util/log.ts';
 import { loadMetadata, saveMetadata, type TimelineMetadata } from './metadata.ts';
@@ -422,13 +422,4 @@ function closeTimelineLayers(tl: Timeline): void {
   const err = new StrataError('timeline_stopped', `timeline ${tl.timelineId} is shutting down`, { tenant: tl.tenantId, timeline: tl.timelineId });
   tl.lastRecord.close(err);
   tl.diskConsistent.close(err);
-}
-
-async function pathExists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
 }

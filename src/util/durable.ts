@@ -6,7 +6,7 @@
  * durable. A process killed at any instruction leaves either the old file or the new one, never a
  * torn mix; leftovers carry the `TEMP_SUFFIX` and are removed when the directory is next opened.
  */
-import { open, rename, unlink, readdir } from 'node:fs/promises';
+import { access, open, rename, unlink, readdir } from 'node:fs/promises';
 import { openSync, fsyncSync, closeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
@@ -70,4 +70,14 @@ export async function removeTempFiles(dir: string): Promise<string[]> {
   }
   if (removed.length > 0) await fsyncDir(dir);
   return removed;
+}
+
+/** True when the path exists (any type). */
+export async function pathExists(p: string): Promise<boolean> {
+  try {
+    await access(p);
+    return true;
+  } catch {
+    return false;
+  }
 }

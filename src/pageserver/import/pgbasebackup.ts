@@ -20,7 +20,8 @@
  * naming the record. Back up a quiet source (or one with wal_consistency_checking = all).
  */
 import { createReadStream } from 'node:fs';
-import { access, mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { pathExists } from '../../util/durable.ts';
 import os from 'node:os';
 import path from 'node:path';
 import type { Lsn } from '../../postgres/lsn.ts';
@@ -86,15 +87,6 @@ async function extractTar(tarPath: string, dest: string): Promise<number> {
   return entries;
 }
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await access(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export interface PgBasebackupImportOptions {
   /** The directory pg_basebackup -Ft wrote (base.tar, pg_wal.tar). */
   backupDir: string;
@@ -116,10 +108,10 @@ export async function importPgBasebackup(tenant: Tenant, opts: PgBasebackupImpor
   const baseTar = path.join(opts.backupDir, 'base.tar');
   const walTar = path.join(opts.backupDir, 'pg_wal.tar');
   for (const compressed of ['base.tar.gz', 'base.tar.lz4', 'base.tar.zst']) {
-    if (await exists(path.join(opts.backupDir, compressed))) throw new ImportError(`${compressed}: compressed backups are not supported; decompress to base.tar first`);
+    if (await pathExists(path.join(opts.backupDir, compressed))) throw new ImportError(`${compressed}: compressed backups are not supported; decompress to base.tar first`);
   }
-  if (!(await exists(baseTar))) throw new ImportError(`${baseTar} not found: expected the output directory of pg_basebackup -Ft -X stream`);
-  if (!(await exists(walTar))) throw new ImportError(`${walTar} not found: take the backup with -X stream (or -X fetch) so the WAL it needs is included`);
+  if (!(await pathExists(baseTar))) throw new ImportError(`${baseTar} not found: expected the output directory of pg_basebackup -Ft -X stream`);
+  if (!(await pathExists(walTar))) throw new ImportError(`${walTar} not found: take the backup with -X stream (or -X fetch) so the WAL it needs is included`);
 
   const scratch = await mkdtemp(path.join(opts.scratchDir ?? os.tmpdir(), 'strata-import-'));
   try {
