@@ -5,6 +5,9 @@
 import { Command, CommanderError } from 'commander';
 import { StrataError } from '../util/errors.ts';
 import { runWaldump, UsageError } from './waldump.ts';
+import { runSafekeeper } from './safekeeper.ts';
+import { runBroker } from './broker.ts';
+import { rootLogger } from '../util/log.ts';
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
@@ -22,6 +25,31 @@ export async function main(argv: string[]): Promise<number> {
     .option('--json', 'print one JSON object per record')
     .action(async (paths: string[], opts: { start?: string; end?: string; json?: boolean }) => {
       exitCode = await runWaldump(paths, opts, { stdout: process.stdout, stderr: process.stderr });
+    });
+
+  program
+    .command('safekeeper')
+    .description('run a safekeeper: durable WAL for computes (as a synchronous standby), served to pageservers')
+    .requiredOption('--id <n>', 'this safekeeper\'s node id (a positive integer, unique among the safekeepers)')
+    .requiredOption('--datadir <dir>', 'where timelines\' WAL and control files live')
+    .option('--listen-pg <host:port>', 'replication (libpq protocol) service', '127.0.0.1:5454')
+    .option('--listen-http <host:port>', 'HTTP API and /metrics', '127.0.0.1:7676')
+    .option('--broker <host:port>', 'storage broker endpoint (omit for a single safekeeper without peers)')
+    .option('--availability-zone <az>', 'published to the broker')
+    .action(async (o: { id: string; datadir: string; listenPg: string; listenHttp: string; broker?: string; availabilityZone?: string }) => {
+      exitCode = await runSafekeeper({
+        id: o.id, dataDir: o.datadir, listenPg: o.listenPg, listenHttp: o.listenHttp, broker: o.broker ?? null,
+        ...(o.availabilityZone !== undefined ? { availabilityZone: o.availabilityZone } : {}), log: rootLogger, stdout: process.stdout,
+      });
+    });
+
+  program
+    .command('broker')
+    .description('run the storage broker: gRPC pub/sub of safekeeper timeline state')
+    .option('--listen <host:port>', 'gRPC listen address', '127.0.0.1:50051')
+    .option('--listen-http <host:port>', 'HTTP /metrics and /status (default: the gRPC port + 1)')
+    .action(async (o: { listen: string; listenHttp?: string }) => {
+      exitCode = await runBroker({ listen: o.listen, ...(o.listenHttp !== undefined ? { httpListen: o.listenHttp } : {}), log: rootLogger });
     });
 
   try {

@@ -26,6 +26,11 @@ import { directorySink, generateBasebackup } from '../pageserver/basebackup.ts';
 import type { Pageserver } from '../pageserver/pageserver.ts';
 import type { RedoMode } from '../pageserver/tenantconfig.ts';
 import { ComputeError, PostgresProcess, freePort, type StopMode } from './postgresprocess.ts';
+import { runElection, safekeeperStandbyName, synchronousStandbyNames, waitForCommit, type SafekeeperAddress } from './election.ts';
+import { COMPUTE_TERM_SETTING } from '../safekeeper/puller.ts';
+import { DatadirView } from '../pageserver/datadir/view.ts';
+import { parseControlFile } from '../postgres/pgcontrol.ts';
+import pg from 'pg';
 
 /** Slot the pageserver streams through; the compute keeps WAL until the pageserver has flushed it. */
 export const STRATA_SLOT = 'strata';
@@ -52,6 +57,13 @@ export interface EndpointOptions {
   /** Extra postgresql.conf settings (tests: fsync=off). */
   settings?: Readonly<Record<string, string | number | boolean>>;
   log?: Logger;
+  /**
+   * The timeline's safekeepers. When given, the compute's WAL goes to them (synchronous standbys,
+   * a majority must fsync every commit) and the pageserver gets it from them via the broker; the
+   * start runs an election first (election.ts). Without it, the pageserver streams straight from
+   * the compute (development mode: a commit is only as durable as the compute's own disk).
+   */
+  safekeepers?: readonly SafekeeperAddress[];
 }
 
 export interface EndpointInfo {
@@ -63,6 +75,8 @@ export interface EndpointInfo {
   logFile: string;
   /** The LSN the compute started at (its basebackup LSN). */
   startLsn: Lsn;
+  /** The safekeeper term this compute writes in (null without safekeepers). */
+  term: bigint | null;
   connectionString: string;
 }
 
@@ -78,10 +92,12 @@ export class Endpoint {
   readonly dir: string;
   readonly dataDir: string;
   readonly startLsn: Lsn;
+  readonly term: bigint | null;
+  readonly safekeepers: readonly SafekeeperAddress[] | null;
   private pageserver: Pageserver;
   private readonly process: PostgresProcess;
 
-  private constructor(opts: EndpointOptions, process: PostgresProcess, startLsn: Lsn) {
+  private constructor(opts: EndpointOptions, process: PostgresProcess, startLsn: Lsn, term: bigint | null) {
     this.tenantId = opts.tenantId;
     this.timelineId = opts.timelineId;
     this.dir = opts.dir;
@@ -89,6 +105,8 @@ export class Endpoint {
     this.pageserver = opts.pageserver;
     this.process = process;
     this.startLsn = startLsn;
+    this.term = term;
+    this.safekeepers = opts.safekeepers ?? null;
   }
 
   get port(): number {
@@ -119,11 +137,12 @@ export class Endpoint {
   info(): EndpointInfo {
     return {
       tenantId: this.tenantId, timelineId: this.timelineId, port: this.port, pid: this.pid, dataDir: this.dataDir,
-      logFile: this.logFile, startLsn: this.startLsn, connectionString: this.connectionString(),
+      logFile: this.logFile, startLsn: this.startLsn, term: this.term, connectionString: this.connectionString(),
     };
   }
 
   static async start(opts: EndpointOptions): Promise<Endpoint> {
+    if (opts.safekeepers !== undefined) return Endpoint.startWithSafekeepers(opts, opts.safekeepers);
     const ps = opts.pageserver;
     const tl = ps.getTimeline(opts.tenantId, opts.timelineId);
     const tenant = ps.tenants.getTenant(tl.tenantId);
@@ -173,7 +192,74 @@ export class Endpoint {
       throw err;
     }
     log.info('endpoint started', { port, pid: proc.pid, start_lsn: formatLsn(bb.lsn) });
-    return new Endpoint(opts, proc, bb.lsn);
+    return new Endpoint(opts, proc, bb.lsn, null);
+  }
+
+  /**
+   * Start through the safekeepers: elect a term (its start LSN is the end of the most advanced WAL
+   * a quorum has), wait until a quorum has that WAL and the pageserver ingested it, take the
+   * basebackup exactly there, start PostgreSQL as the primary of that term with the safekeepers as
+   * its synchronous standbys, and create their slots.
+   */
+  private static async startWithSafekeepers(opts: EndpointOptions, safekeepers: readonly SafekeeperAddress[]): Promise<Endpoint> {
+    if (safekeepers.length === 0) throw new ComputeError('an endpoint needs at least one safekeeper when safekeepers are given');
+    const ps = opts.pageserver;
+    const tl = ps.getTimeline(opts.tenantId, opts.timelineId);
+    const tenant = ps.tenants.getTenant(tl.tenantId);
+    const log = (opts.log ?? tl.log).child({ endpoint: path.basename(opts.dir) });
+    await checkReachableByServerUser(opts.dir);
+    await ps.attachSafekeepers(opts.tenantId, opts.timelineId);
+    const control = parseControlFile(new DatadirView(tl, tl.lastRecordLsn).controlFile());
+    const port = opts.port ?? await freePort();
+    const election = await runElection({
+      safekeepers, tenantId: opts.tenantId, timelineId: opts.timelineId, systemId: control.systemIdentifier,
+      walSegSizeBytes: control.xlogSegSize, startLsnIfNew: tl.lastRecordLsn,
+      compute: { host: '127.0.0.1', port, user: 'postgres' }, log,
+    });
+    const startLsn = election.startLsn;
+    if (tl.lastRecordLsn > startLsn) {
+      throw new ComputeError(`the pageserver has WAL of timeline ${opts.timelineId} up to ${formatLsn(tl.lastRecordLsn)}, beyond the safekeepers' ${formatLsn(startLsn)}: it was written without these safekeepers`,
+        { tenant: opts.tenantId, timeline: opts.timelineId });
+    }
+    const waitMs = tl.resources.waitLsnTimeoutMs;
+    await waitForCommit({ safekeepers, tenantId: opts.tenantId, timelineId: opts.timelineId, lsn: startLsn, timeoutMs: waitMs });
+
+    const dataDir = path.join(opts.dir, 'pgdata');
+    await rm(dataDir, { recursive: true, force: true });
+    await mkdir(opts.dir, { recursive: true, mode: 0o755 });
+    await chownForPostgres(opts.dir);
+    // generateBasebackup waits (bounded) until the pageserver has ingested up to startLsn.
+    const bb = await generateBasebackup({ timeline: tl, lsn: startLsn, sink: directorySink(dataDir, { owner: postgresRunAs() }), log, timeoutMs: waitMs });
+    const settings: Record<string, string | number | boolean> = {
+      port,
+      listen_addresses: '127.0.0.1',
+      unix_socket_directories: opts.dir,
+      wal_level: 'replica',
+      max_wal_senders: 10 + safekeepers.length,
+      max_replication_slots: 10 + safekeepers.length,
+      full_page_writes: true,
+      wal_consistency_checking: walConsistencyChecking(tenant.config.redoMode),
+      wal_compression: 'zstd',
+      max_prepared_transactions: 16,
+      logging_collector: false,
+      synchronous_standby_names: synchronousStandbyNames(safekeepers),
+      synchronous_commit: 'on',
+      [COMPUTE_TERM_SETTING]: election.term.toString(),
+      ...(opts.settings ?? {}),
+    };
+    const conf = ['', '# Strata compute endpoint settings', ...Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`), ''].join('\n');
+    await appendFile(path.join(dataDir, 'postgresql.conf'), conf);
+    const proc = await PostgresProcess.start({
+      dataDir, port, logFile: path.join(opts.dir, 'postgres.log'), ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}),
+    });
+    try {
+      await createSafekeeperSlots(port, safekeepers);
+    } catch (err) {
+      await proc.stop('immediate');
+      throw err;
+    }
+    log.info('endpoint started', { port, pid: proc.pid, start_lsn: formatLsn(bb.lsn), term: election.term, synchronous_standby_names: String(settings['synchronous_standby_names']) });
+    return new Endpoint(opts, proc, bb.lsn, election.term);
   }
 
   /**
@@ -182,6 +268,7 @@ export class Endpoint {
    */
   async stop(mode: StopMode = 'fast'): Promise<void> {
     await this.process.stop(mode);
+    if (this.safekeepers !== null) return; // the safekeepers keep the WAL; the pageserver stays subscribed
     await this.pageserver.detachWalSource(this.tenantId, this.timelineId).catch((err: unknown) => {
       throw new ComputeError(`could not detach the WAL source: ${err instanceof Error ? err.message : String(err)}`, {}, err);
     });
@@ -190,7 +277,28 @@ export class Endpoint {
   /** SIGKILL (a crash of the compute's host, as far as PostgreSQL can tell). */
   async kill(): Promise<void> {
     await this.process.kill();
+    if (this.safekeepers !== null) return;
     await this.pageserver.detachWalSource(this.tenantId, this.timelineId);
+  }
+}
+
+/**
+ * One physical slot per safekeeper, reserving WAL from now on: a safekeeper that is down keeps the
+ * WAL it has not got yet on the compute until it comes back (each safekeeper also creates its slot
+ * itself if missing). pg_create_physical_replication_slot writes no transaction, so it does not
+ * wait for the synchronous standbys.
+ */
+async function createSafekeeperSlots(port: number, safekeepers: readonly SafekeeperAddress[]): Promise<void> {
+  const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 10_000 });
+  await client.connect();
+  try {
+    for (const sk of safekeepers) {
+      const name = safekeeperStandbyName(sk.id);
+      await client.query(
+        'SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)', [name]);
+    }
+  } finally {
+    await client.end();
   }
 }
 

@@ -1,10 +1,15 @@
 /**
  * The pageserver process in one object: the tenant manager, the page service (libpq protocol),
- * and one WAL receiver per timeline that has a WAL source.
+ * and the WAL intake of every timeline that has a WAL source.
  *
  * WAL sources are persisted per timeline (`wal-source.json` in the timeline directory, written
- * durably) so that after a restart every receiver reconnects by itself and resumes from
- * disk_consistent_lsn; issue 5 replaces this static source with safekeepers chosen via the broker.
+ * durably) so that after a restart intake resumes by itself from disk_consistent_lsn. Two kinds:
+ *   - `safekeepers`: the timeline's WAL comes from its safekeepers. A ConnectionManager
+ *     (connmanager.ts) subscribes to the broker for the timeline and keeps one connection to the
+ *     safekeeper with the most committed WAL, switching when it goes silent or falls behind;
+ *     safekeepers serve only committed WAL, and our 'z' feedback tells them what is durable here.
+ *   - `compute` (development mode, no safekeepers): a WalReceiver streams straight from the
+ *     compute through a slot, as before.
  *
  * Page service commands (simple Query protocol):
  *   basebackup <tenant_id> <timeline_id> [<lsn>]   → CopyOut of a tar stream (psql writes it to stdout)
@@ -23,7 +28,9 @@ import { rootLogger, type Logger } from '../util/log.ts';
 import { generateBasebackup, tarSink } from './basebackup.ts';
 import { TenantManager, type TenantManagerOptions } from './tenantmgr.ts';
 import type { Timeline } from './timeline/timeline.ts';
-import { WalReceiver, type WalSource } from './walreceiver.ts';
+import { WalReceiver, safekeeperConnectionFactory, type WalSource } from './walreceiver.ts';
+import { ConnectionManager } from './connmanager.ts';
+import { BrokerClient } from '../broker/client.ts';
 
 export const WAL_SOURCE_FILE = 'wal-source.json';
 
@@ -32,6 +39,8 @@ export interface PageserverOptions extends TenantManagerOptions {
   listenPg?: { host: string; port: number } | null;
   /** WAL receiver reconnect backoff bounds (tests use small ones). */
   walReceiverBackoffMs?: { min: number; max: number };
+  /** host:port of the storage broker; needed for timelines whose WAL comes from safekeepers. */
+  brokerEndpoint?: string | null;
 }
 
 export class Pageserver {
@@ -39,13 +48,17 @@ export class Pageserver {
   readonly log: Logger;
   private pageService: PgWireServer | null = null;
   private readonly receivers = new Map<string, WalReceiver>();
+  private readonly managers = new Map<string, ConnectionManager>();
   private readonly backoff: { min: number; max: number };
+  private readonly broker: BrokerClient | null;
+  private readonly brokerAbort = new AbortController();
   private closed = false;
 
   private constructor(tenants: TenantManager, opts: PageserverOptions) {
     this.tenants = tenants;
     this.log = opts.log ?? rootLogger;
     this.backoff = opts.walReceiverBackoffMs ?? { min: 100, max: 5_000 };
+    this.broker = opts.brokerEndpoint !== undefined && opts.brokerEndpoint !== null ? new BrokerClient({ endpoint: opts.brokerEndpoint, log: this.log }) : null;
   }
 
   static async start(opts: PageserverOptions): Promise<Pageserver> {
@@ -93,7 +106,9 @@ export class Pageserver {
           continue;
         }
         const source = parseWalSource(text, path.join(tl.dir, WAL_SOURCE_FILE));
-        if (tl.state === 'Active') this.startReceiver(tl, source);
+        if (tl.state !== 'Active') continue;
+        if (source === 'safekeepers') this.startManager(tl);
+        else this.startReceiver(tl, source);
       }
     }
   }
@@ -123,7 +138,57 @@ export class Pageserver {
       this.receivers.delete(key);
       await r.stop();
     }
+    const m = this.managers.get(key);
+    if (m !== undefined) {
+      this.managers.delete(key);
+      await m.stop();
+    }
     await rm(path.join(tl.dir, WAL_SOURCE_FILE), { force: true });
+  }
+
+  /**
+   * The timeline's WAL comes from its safekeepers from now on (and after restarts): subscribe to
+   * the broker and stream from the best safekeeper. Idempotent.
+   */
+  async attachSafekeepers(tenantId: string, timelineId: string): Promise<ConnectionManager> {
+    const tl = this.getTimeline(tenantId, timelineId);
+    tl.checkReadable();
+    if (this.broker === null) {
+      throw new StrataError('no_broker', 'this pageserver has no storage broker configured (brokerEndpoint), so it cannot find safekeepers', tl.context());
+    }
+    const key = Pageserver.receiverKey(tl);
+    const existing = this.managers.get(key);
+    if (existing !== undefined) return existing;
+    const r = this.receivers.get(key);
+    if (r !== undefined) {
+      this.receivers.delete(key);
+      await r.stop();
+    }
+    await writeFileDurable(path.join(tl.dir, WAL_SOURCE_FILE), Buffer.from(JSON.stringify({ version: 1, kind: 'safekeepers' }, null, 2) + '\n'));
+    return this.startManager(tl);
+  }
+
+  private startManager(tl: Timeline): ConnectionManager {
+    const key = Pageserver.receiverKey(tl);
+    if (this.broker === null) {
+      throw new StrataError('no_broker', `timeline ${tl.timelineId} streams from safekeepers, but this pageserver has no storage broker configured`, tl.context());
+    }
+    const conf = this.tenants.getTenant(tl.tenantId).config;
+    const m = new ConnectionManager({
+      tenantId: tl.tenantId, timelineId: tl.timelineId, lastRecordLsn: () => tl.lastRecordLsn, log: tl.log,
+      walreceiverConnectTimeoutMs: conf.walreceiverConnectTimeoutMs, laggingWalTimeoutMs: conf.laggingWalTimeoutMs,
+      maxLsnWalLagBytes: conf.maxLsnWalLagBytes,
+      connect: safekeeperConnectionFactory({ timeline: tl, log: tl.log, connectTimeoutMs: conf.walreceiverConnectTimeoutMs }),
+      updates: this.broker.subscribe({ tenantId: tl.tenantId, timelineId: tl.timelineId }, { signal: this.brokerAbort.signal }),
+    });
+    this.managers.set(key, m);
+    m.start();
+    return m;
+  }
+
+  /** The connection manager of a timeline that streams from safekeepers. */
+  connectionManager(tenantId: string, timelineId: string): ConnectionManager | null {
+    return this.managers.get(`${parseId(tenantId, 'tenant')}/${parseId(timelineId, 'timeline')}`) ?? null;
   }
 
   walReceiver(tenantId: string, timelineId: string): WalReceiver | null {
@@ -166,12 +231,16 @@ export class Pageserver {
     this.closed = true;
     for (const r of this.receivers.values()) await r.stop();
     this.receivers.clear();
+    this.brokerAbort.abort();
+    for (const m of this.managers.values()) await m.stop();
+    this.managers.clear();
+    this.broker?.close();
     await this.pageService?.close();
     await this.tenants.shutdown(opts);
   }
 }
 
-function parseWalSource(text: string, where: string): WalSource {
+function parseWalSource(text: string, where: string): WalSource | 'safekeepers' {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -179,6 +248,11 @@ function parseWalSource(text: string, where: string): WalSource {
     throw new StrataError('config_invalid', `${where} is not valid JSON`, { path: where }, { cause: err });
   }
   const o = json as Record<string, unknown>;
+  if (o['kind'] === 'safekeepers') {
+    for (const k of Object.keys(o)) if (k !== 'version' && k !== 'kind') throw new StrataError('config_invalid', `${where}: unknown field "${k}"`, { path: where });
+    if (o['version'] !== 1) throw new StrataError('config_invalid', `${where}: unsupported version ${String(o['version'])}`, { path: where });
+    return 'safekeepers';
+  }
   const allowed = new Set(['version', 'host', 'port', 'user', 'password', 'slotName', 'applicationName']);
   for (const k of Object.keys(o)) if (!allowed.has(k)) throw new StrataError('config_invalid', `${where}: unknown field "${k}"`, { path: where });
   if (o['version'] !== 1 || typeof o['host'] !== 'string' || typeof o['port'] !== 'number' || typeof o['user'] !== 'string' ||

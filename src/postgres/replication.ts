@@ -20,6 +20,10 @@
  *    slow consumer's connection alive past wal_sender_timeout. (b) and (c) report the positions the
  *    caller last gave via setPositions()/sendStatusUpdate(), never anything the caller has not
  *    confirmed: the walsender moves a slot's restart_lsn to whatever flush we report.
+ *    A stream started with `autoStatusUpdates: false` sends no 'r' by itself (no timer, no keepalive
+ *    reply, none before CopyDone): a pageserver streaming from a safekeeper reports its progress with
+ *    its own feedback message ('z'), written with sendCopyData(), and a safekeeper must not take an
+ *    automatic 'r' for it.
  *  - XLogData must be contiguous: the first message starts at the requested LSN and each next one
  *    where the previous ended. A gap is a protocol error, never silently skipped WAL.
  *  - pg hands every protocol event of an active query to the object passed to client.query(). We pass
@@ -61,6 +65,11 @@ export interface ReplicationConnectOptions {
   statusIntervalMs?: number;
   /** Bound on each step of close()/end(). Default 5 s. */
   closeTimeoutMs?: number;
+  /**
+   * The startup packet's `options` (command-line style settings for the server), e.g.
+   * `-c tenant_id=<hex> -c timeline_id=<hex>` for a safekeeper. Sent as given.
+   */
+  options?: string;
 }
 
 export interface SystemIdentification {
@@ -98,6 +107,12 @@ export interface StartReplicationOptions {
   timeline?: number;
   /** Overrides the connection's statusIntervalMs for this stream. */
   statusIntervalMs?: number;
+  /**
+   * Default true: the stream sends standby status updates ('r') by itself (timer, keepalive reply
+   * requests, before CopyDone). False: it never does; the caller reports progress itself
+   * (sendStatusUpdate() or sendCopyData()).
+   */
+  autoStatusUpdates?: boolean;
 }
 
 export interface XLogDataMessage {
@@ -140,6 +155,8 @@ const MSG_KEEPALIVE = 0x6b; // 'k'
 const MSG_STATUS_UPDATE = 0x72; // 'r'
 /** CopyData payloads buffered in the duplex before it stops reading the socket. */
 const READ_AHEAD_MESSAGES = 4;
+/** Bound on a CopyData payload the caller sends (feedback messages are tens of bytes). */
+const MAX_SENT_COPY_DATA_BYTES = 1024 * 1024;
 const DEFAULTS = { connectTimeoutMs: 10_000, statusIntervalMs: 1_000, closeTimeoutMs: 5_000 } as const;
 const MAX_U64 = (1n << 64n) - 1n;
 /** What ReplicationSlotValidateName accepts. */
@@ -301,11 +318,15 @@ export class ReplicationConnection {
       user: opts.user,
       ...(opts.password !== undefined ? { password: opts.password } : {}),
       ...(opts.database !== undefined ? { database: opts.database } : {}),
+      ...(opts.options !== undefined ? { options: opts.options } : {}),
       application_name: opts.applicationName ?? 'strata',
       replication: 'true',
       keepAlive: true,
       connectionTimeoutMillis: opts.connectTimeoutMs ?? DEFAULTS.connectTimeoutMs,
     };
+    if (opts.options !== undefined && (typeof opts.options !== 'string' || opts.options.includes('\0'))) {
+      throw new InvalidInputError('options must be a string without NUL bytes');
+    }
     const client = new pg.Client(config);
     const conn = new ReplicationConnection(client, opts);
     // Without a listener, an unexpected disconnect would be an uncaught 'error' event.
@@ -438,6 +459,7 @@ export class ReplicationConnection {
       sql,
       startLsn: opts.startLsn,
       statusIntervalMs: interval,
+      autoStatusUpdates: opts.autoStatusUpdates ?? true,
       closeTimeoutMs: this.#closeTimeoutMs,
       context: this.#context({ startLsn: formatLsn(opts.startLsn), ...(opts.slot !== undefined ? { slot: opts.slot } : {}) }),
       onFinished: (s) => { if (this.#active === s) this.#active = null; },
@@ -476,6 +498,7 @@ interface StreamInit {
   sql: string;
   startLsn: Lsn;
   statusIntervalMs: number;
+  autoStatusUpdates: boolean;
   closeTimeoutMs: number;
   context: ErrorContext;
   onFinished(stream: ReplicationStream): void;
@@ -488,7 +511,10 @@ export interface ReplicationStreamStats {
   xlogDataMessages: number;
   keepalives: number;
   walBytes: number;
+  /** Standby status updates ('r') sent, automatic or by sendStatusUpdate(). */
   statusUpdatesSent: number;
+  /** Other CopyData messages sent with sendCopyData(). */
+  copyDataSent: number;
   /** End of the last WAL received ("last byte + 1"); startLsn before any data. */
   receivedUpTo: Lsn;
 }
@@ -512,7 +538,7 @@ export class ReplicationStream implements AsyncIterable<ReplicationMessage> {
   constructor(init: StreamInit) {
     this.#init = init;
     this.startLsn = init.startLsn;
-    this.stats = { xlogDataMessages: 0, keepalives: 0, walBytes: 0, statusUpdatesSent: 0, receivedUpTo: init.startLsn };
+    this.stats = { xlogDataMessages: 0, keepalives: 0, walBytes: 0, statusUpdatesSent: 0, copyDataSent: 0, receivedUpTo: init.startLsn };
     this.#settled = new Promise<void>((resolve) => { this.#settle = resolve; });
     this.#copy = copyBoth(init.sql, { alignOnCopyDataFrame: true, readableObjectMode: true, readableHighWaterMark: READ_AHEAD_MESSAGES });
     this.#copy.on('readable', () => this.#onReadable());
@@ -584,7 +610,29 @@ export class ReplicationStream implements AsyncIterable<ReplicationMessage> {
     this.stats.statusUpdatesSent++;
   }
 
+  /** A status update the stream sends on its own; none when autoStatusUpdates is off. */
+  #sendAutomatic(): void {
+    if (this.#init.autoStatusUpdates) this.#sendPositions(false);
+  }
+
+  /**
+   * Sends one CopyData message with `payload` as its content (e.g. a pageserver feedback 'z'
+   * message). The payload is copied; it must not be empty and at most 1 MiB. Throws
+   * replication_stream_ended once the stream is finishing or over.
+   */
+  sendCopyData(payload: Buffer): void {
+    if (!Buffer.isBuffer(payload) || payload.length === 0 || payload.length > MAX_SENT_COPY_DATA_BYTES) {
+      throw new InvalidInputError(`sendCopyData: payload must be 1..${MAX_SENT_COPY_DATA_BYTES} bytes`, this.#context());
+    }
+    if (this.#state !== 'streaming' || this.#weEnded) {
+      throw new ReplicationError('replication_stream_ended', `sendCopyData: the replication stream is ${this.#state}`, this.#context());
+    }
+    this.#copy.write(Buffer.from(payload));
+    this.stats.copyDataSent++;
+  }
+
   #startTimer(): void {
+    if (!this.#init.autoStatusUpdates) return;
     this.#timer = setInterval(() => this.#sendPositions(false), this.#init.statusIntervalMs);
     this.#timer.unref();
   }
@@ -678,7 +726,7 @@ export class ReplicationStream implements AsyncIterable<ReplicationMessage> {
       this.stats.receivedUpTo = msg.dataStart + BigInt(msg.data.length);
     } else {
       this.stats.keepalives++;
-      if (msg.replyRequested) this.#sendPositions(false);
+      if (msg.replyRequested) this.#sendAutomatic();
     }
     return msg;
   }
@@ -703,7 +751,7 @@ export class ReplicationStream implements AsyncIterable<ReplicationMessage> {
       return;
     }
     if (!this.#weEnded) {
-      this.#sendPositions(false);
+      this.#sendAutomatic();
       this.#weEnded = true;
       this.#state = 'finishing';
       this.#stopTimer();
