@@ -12,82 +12,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import pg from 'pg';
 import { Endpoint } from '../../src/compute/endpoint.ts';
 import { bootstrapTimeline } from '../../src/pageserver/import/bootstrap.ts';
 import { Pageserver } from '../../src/pageserver/pageserver.ts';
 import { formatLsn, parseLsn, type Lsn } from '../../src/postgres/lsn.ts';
-import { BrokerProcess, SafekeeperProcess, waitFor } from '../support/cluster.ts';
+import { AckWriter, BrokerProcess, query, SafekeeperProcess, waitFor, waitForAcks } from '../support/cluster.ts';
 
 const COMPUTE_SETTINGS = { fsync: false, autovacuum: false } as const;
-
-/** Inserts ids 1, 2, 3, … one transaction each, remembering which COMMITs returned. */
-class AckWriter {
-  readonly acked: number[] = [];
-  attempted = 0;
-  error: Error | null = null;
-  private stopped = false;
-  private client: pg.Client | null = null;
-  private loop: Promise<void> | null = null;
-  private readonly port: number;
-  private readonly firstId: number;
-
-  constructor(port: number, firstId: number) {
-    this.port = port;
-    this.firstId = firstId;
-  }
-
-  async start(): Promise<void> {
-    const client = new pg.Client({ host: '127.0.0.1', port: this.port, user: 'postgres', database: 'postgres' });
-    client.on('error', () => undefined);
-    await client.connect();
-    this.client = client;
-    this.attempted = this.firstId - 1;
-    this.loop = (async () => {
-      try {
-        while (!this.stopped) {
-          const id = ++this.attempted;
-          await client.query('INSERT INTO acks (id) VALUES ($1)', [id]);
-          this.acked.push(id);
-        }
-      } catch (err) {
-        this.error = err as Error;
-      }
-    })();
-  }
-
-  get ackedCount(): number {
-    return this.acked.length;
-  }
-
-  /** Stops after the statement in flight (which may wait for a quorum). */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await this.loop;
-    await this.client?.end().catch(() => undefined);
-  }
-
-  /** The compute died: the statement in flight fails; do not wait for it. */
-  async abandon(): Promise<void> {
-    this.stopped = true;
-    await Promise.race([this.loop, new Promise((r) => setTimeout(r, 5_000))]);
-  }
-}
-
-async function query(port: number, sql: string): Promise<pg.QueryResult> {
-  const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
-  await c.connect();
-  try {
-    return await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
-async function waitForAcks(w: AckWriter, more: number, timeoutMs: number, what: string): Promise<void> {
-  const target = w.ackedCount + more;
-  await waitFor(`${what}: ${more} more acknowledged commits (have ${w.ackedCount}, error: ${w.error?.message ?? 'none'})`, () => w.ackedCount >= target, timeoutMs);
-}
 
 test('acknowledged commits survive safekeeper and compute crashes (3 safekeepers, ANY 2)', { timeout: 300_000 }, async (t) => {
   const workdir = mkdtempSync(path.join(os.tmpdir(), 'strata-sk-'));
@@ -156,16 +87,23 @@ test('acknowledged commits survive safekeeper and compute crashes (3 safekeepers
   await sks[2]!.start();
   await waitForAcks(w1, 50, 60_000, 'all back');
 
-  // The compute dies mid-run. A new compute on the timeline (a new term) has every acknowledged row.
+  // sk3 falls behind (down while the others take more commits), then the compute dies mid-run and
+  // sk3 returns: the election must pick the most advanced WAL among the voters, not sk3's.
+  await sks[2]!.kill();
+  await waitForAcks(w1, 100, 30_000, 'safekeeper 3 down');
   const ackedBefore = [...w1.acked];
-  const attempted = w1.attempted;
   await ep1.kill();
   await w1.abandon();
+  const attempted = w1.attempted;
   const ackedAll = [...w1.acked];
   assert.ok(ackedAll.length >= ackedBefore.length);
+  await sks[2]!.start();
+  const behind = await sks[2]!.flushLsn(ids.tenantId, ids.timelineId);
+  assert.ok(behind < await sks[0]!.flushLsn(ids.tenantId, ids.timelineId), 'sk3 is behind when the new compute starts');
   const ep2 = await Endpoint.start({ pageserver: ps, ...ids, dir: path.join(workdir, 'ep2'), settings: COMPUTE_SETTINGS, safekeepers: addrs });
   endpoints.push(ep2);
   assert.equal(ep2.term, 2n, 'the second compute opens term 2');
+  assert.ok(ep2.startLsn > behind, 'term 2 starts after the lagging safekeeper\'s WAL end');
   const present = new Set<number>((await query(ep2.port, 'SELECT id FROM acks')).rows.map((r: { id: number }) => r.id));
   const missing = ackedAll.filter((id) => !present.has(id));
   assert.deepEqual(missing, [], `acknowledged ids missing after the compute crash: ${missing.slice(0, 20).join(',')}`);

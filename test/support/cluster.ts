@@ -5,6 +5,7 @@
  * resort, when the test process exits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import pg from 'pg';
 import path from 'node:path';
 import { freePort } from '../../src/compute/postgresprocess.ts';
 import type { SafekeeperAddress } from '../../src/compute/election.ts';
@@ -181,3 +182,72 @@ export async function waitFor(what: string, check: () => Promise<boolean> | bool
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr !== '' ? ` (last error: ${lastErr})` : ''}`);
 }
+
+/** Inserts ids 1, 2, 3, … one transaction each, remembering which COMMITs returned. */
+export class AckWriter {
+  readonly acked: number[] = [];
+  attempted = 0;
+  error: Error | null = null;
+  private stopped = false;
+  private client: pg.Client | null = null;
+  private loop: Promise<void> | null = null;
+  private readonly port: number;
+  private readonly firstId: number;
+
+  constructor(port: number, firstId: number) {
+    this.port = port;
+    this.firstId = firstId;
+  }
+
+  async start(): Promise<void> {
+    const client = new pg.Client({ host: '127.0.0.1', port: this.port, user: 'postgres', database: 'postgres' });
+    client.on('error', () => undefined);
+    await client.connect();
+    this.client = client;
+    this.attempted = this.firstId - 1;
+    this.loop = (async () => {
+      try {
+        while (!this.stopped) {
+          const id = ++this.attempted;
+          await client.query('INSERT INTO acks (id) VALUES ($1)', [id]);
+          this.acked.push(id);
+        }
+      } catch (err) {
+        this.error = err as Error;
+      }
+    })();
+  }
+
+  get ackedCount(): number {
+    return this.acked.length;
+  }
+
+  /** Stops after the statement in flight (which may wait for a quorum). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.loop;
+    await this.client?.end().catch(() => undefined);
+  }
+
+  /** The compute died: the statement in flight fails; do not wait for it. */
+  async abandon(): Promise<void> {
+    this.stopped = true;
+    await Promise.race([this.loop, new Promise((r) => setTimeout(r, 5_000))]);
+  }
+}
+
+export async function query(port: number, sql: string): Promise<pg.QueryResult> {
+  const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+  await c.connect();
+  try {
+    return await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+export async function waitForAcks(w: AckWriter, more: number, timeoutMs: number, what: string): Promise<void> {
+  const target = w.ackedCount + more;
+  await waitFor(`${what}: ${more} more acknowledged commits (have ${w.ackedCount}, error: ${w.error?.message ?? 'none'})`, () => w.ackedCount >= target, timeoutMs);
+}
+

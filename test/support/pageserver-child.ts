@@ -6,22 +6,26 @@
  * Protocol on stdout: `ready` once started; then, every 100 ms, `durable <tenant>/<timeline> <lsn>`
  * for the durable disk_consistent_lsn of each timeline (what the receiver may report as flushed).
  * A tiny checkpoint_distance makes flushes (and so durable progress) frequent.
- * Usage: pageserver-child.ts <workdir>
+ * Also `last <tenant>/<timeline> <lsn>`: last_record_lsn (what was ingested).
+ * Usage: pageserver-child.ts <workdir> [<broker host:port>]
  */
 import { Pageserver } from '../../src/pageserver/pageserver.ts';
 import { formatLsn } from '../../src/postgres/lsn.ts';
 
 async function main(): Promise<void> {
-  const [workdir] = process.argv.slice(2);
+  const [workdir, broker] = process.argv.slice(2);
   if (workdir === undefined) throw new Error('usage: pageserver-child.ts <workdir>');
   const ps = await Pageserver.start({
     workdir, pageCacheBytes: 16 << 20, blockCacheBytes: 8 << 20, waitLsnTimeoutMs: 60_000, listenPg: null,
-    walReceiverBackoffMs: { min: 20, max: 500 },
+    walReceiverBackoffMs: { min: 20, max: 500 }, brokerEndpoint: broker ?? null,
   });
   process.stdout.write('ready\n');
   setInterval(() => {
     for (const t of ps.tenants.listTenants()) {
-      for (const tl of t.listTimelines()) process.stdout.write(`durable ${t.tenantId}/${tl.timelineId} ${formatLsn(tl.diskConsistent.lsn)}\n`);
+      for (const tl of t.listTimelines()) {
+        process.stdout.write(`durable ${t.tenantId}/${tl.timelineId} ${formatLsn(tl.diskConsistent.lsn)}\n`);
+        process.stdout.write(`last ${t.tenantId}/${tl.timelineId} ${formatLsn(tl.lastRecordLsn)}\n`);
+      }
     }
   }, 100);
   process.on('SIGTERM', () => {
