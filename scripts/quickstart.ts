@@ -1,20 +1,25 @@
 /**
  * npm run quickstart — Strata's main job today, end to end, on this machine.
  *
- * 1. starts a pageserver (work directory .strata/quickstart, page service on a free port),
+ * 1. starts a storage broker, one safekeeper and a pageserver (work directory .strata/quickstart,
+ *    every service on a free port of 127.0.0.1),
  * 2. bootstraps a `main` timeline (initdb imported into layer files),
- * 3. starts a vanilla PostgreSQL 15 compute on it and writes with pgbench,
+ * 3. starts a vanilla PostgreSQL 15 compute on it — the safekeeper is its synchronous standby, so a
+ *    COMMIT returns once the safekeeper fsynced it; the pageserver gets the WAL from the safekeeper —
+ *    and writes with pgbench,
  * 4. notes the LSN, then makes a "mistake" (drops a table),
  * 5. branches at the noted LSN (metadata only) and starts a second compute on the branch,
  * 6. shows that the branch still has the table while main does not, and stops everything.
  *
- * Everything runs in this process plus the two postgres servers it starts; nothing outlives it.
+ * Everything runs in this process plus the postgres servers it starts; nothing outlives it.
  * The long-lived control plane (`strata start`, `strata endpoint start`, …) is issue 6.
  */
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
 import { Endpoint } from '../src/compute/endpoint.ts';
+import { startBroker } from '../src/broker/server.ts';
+import { Safekeeper } from '../src/safekeeper/safekeeper.ts';
 import { bootstrapTimeline } from '../src/pageserver/import/bootstrap.ts';
 import { Pageserver } from '../src/pageserver/pageserver.ts';
 import { formatLsn, parseLsn } from '../src/postgres/lsn.ts';
@@ -46,23 +51,31 @@ async function main(): Promise<void> {
   process.env['STRATA_LOG'] ??= 'warn';
   const log = rootLogger;
   const t0 = Date.now();
-  say('1/6 starting a pageserver ...');
+  say('1/6 starting a storage broker, a safekeeper and a pageserver ...');
+  const broker = await startBroker({ host: '127.0.0.1', port: 0, log });
+  const brokerEndpoint = `127.0.0.1:${broker.grpcPort}`;
+  const sk = await Safekeeper.start({
+    id: 1n, dataDir: path.join(workdir, 'safekeeper-1'), listenPg: { host: '127.0.0.1', port: 0 }, listenHttp: { host: '127.0.0.1', port: 0 },
+    brokerEndpoint, log,
+  });
   const ps = await Pageserver.start({
     workdir: path.join(workdir, 'pageserver'), pageCacheBytes: 64 << 20, blockCacheBytes: 32 << 20, waitLsnTimeoutMs: 60_000,
-    listenPg: { host: '127.0.0.1', port: 0 }, log,
+    listenPg: { host: '127.0.0.1', port: 0 }, brokerEndpoint, log,
   });
+  const safekeepers = [{ id: sk.id, pgConnstr: sk.pgConnstr, httpConnstr: sk.httpConnstr }];
   const endpoints: Endpoint[] = [];
   try {
-    say(`    page service on 127.0.0.1:${ps.pageServicePort}, data in ${path.join(workdir, 'pageserver')}`);
+    say(`    broker on ${brokerEndpoint}; safekeeper 1: WAL service ${sk.pgConnstr}, HTTP ${sk.httpConnstr}`);
+    say(`    pageserver: page service on 127.0.0.1:${ps.pageServicePort}, data in ${path.join(workdir, 'pageserver')}`);
     const tenant = await ps.tenants.createTenant({});
     say('2/6 bootstrapping timeline `main` (initdb, imported into layer files) ...');
     const main = await bootstrapTimeline(tenant);
     say(`    tenant ${tenant.tenantId}, timeline ${main.timelineId} at ${formatLsn(main.lastRecordLsn)}`);
 
     say('3/6 starting a PostgreSQL 15 compute on `main` and running pgbench -i -s 1 ...');
-    const epMain = await Endpoint.start({ pageserver: ps, tenantId: tenant.tenantId, timelineId: main.timelineId, dir: path.join(workdir, 'ep-main'), log });
+    const epMain = await Endpoint.start({ pageserver: ps, tenantId: tenant.tenantId, timelineId: main.timelineId, dir: path.join(workdir, 'ep-main'), log, safekeepers });
     endpoints.push(epMain);
-    say(`    ${epMain.connectionString()}`);
+    say(`    ${epMain.connectionString()} (term ${epMain.term}, synchronous standby: safekeeper 1)`);
     await runPgTool('pgbench', ['-i', '-s', '1', '-q', '-h', '127.0.0.1', '-p', String(epMain.port), '-U', 'postgres', 'postgres']);
     const before = await query(epMain.port, 'SELECT count(*)::int AS n, pg_current_wal_insert_lsn()::text AS lsn, now()::text AS at FROM pgbench_accounts');
     const lsn = parseLsn(String(before.rows[0].lsn));
@@ -76,7 +89,7 @@ async function main(): Promise<void> {
     say(`5/6 branching at ${formatLsn(lsn)}, just before the mistake, and starting a compute on the branch ...`);
     const tb = Date.now();
     const branch = await tenant.branchTimeline({ ancestorTimelineId: main.timelineId, ancestorStartLsn: lsn });
-    const epBranch = await Endpoint.start({ pageserver: ps, tenantId: tenant.tenantId, timelineId: branch.timelineId, dir: path.join(workdir, 'ep-branch'), log });
+    const epBranch = await Endpoint.start({ pageserver: ps, tenantId: tenant.tenantId, timelineId: branch.timelineId, dir: path.join(workdir, 'ep-branch'), log, safekeepers });
     endpoints.push(epBranch);
     say(`    branch ${branch.timelineId}: compute accepting queries ${Date.now() - tb} ms after the branch request (${epBranch.connectionString()})`);
 
@@ -90,6 +103,8 @@ async function main(): Promise<void> {
   } finally {
     for (const ep of endpoints) await ep.stop().catch(() => ep.kill());
     await ps.shutdown({ flush: true });
+    await sk.shutdown();
+    await broker.close();
   }
 }
 

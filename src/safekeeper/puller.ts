@@ -54,6 +54,11 @@ export interface AcquirerStatus {
   pulledBytes: number;
 }
 
+/** Connection refused/reset, or PostgreSQL starting up or shutting down. */
+function isComputeUnavailable(message: string): boolean {
+  return /ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ETIMEDOUT|starting up|shutting down|connection lost|Connection terminated|timeout expired/i.test(message);
+}
+
 export class PullError extends StrataError {
   constructor(code: string, message: string, context: Record<string, string | number | bigint> = {}, cause?: unknown) {
     super(code, message, context, { cause });
@@ -136,8 +141,13 @@ export class WalAcquirer {
       } catch (err) {
         if (this.stopped) break;
         const msg = err instanceof Error ? err.message : String(err);
-        if (msg !== this.status.lastError) {
-          this.opts.log.warn('WAL acquisition interrupted; retrying', { reason: msg, flush_lsn: formatLsn(this.tl.storage.flushRecordLsn), backoff_ms: backoffMs });
+        // A compute that is not running (stopped, crashed, still starting) is a normal state of a
+        // timeline: say so once per outage, at info. Anything else is worth a warning each time it changes.
+        const unavailable = isComputeUnavailable(msg);
+        if (!unavailable) {
+          if (msg !== this.status.lastError) this.opts.log.warn('WAL acquisition interrupted; retrying', { reason: msg, flush_lsn: formatLsn(this.tl.storage.flushRecordLsn), backoff_ms: backoffMs });
+        } else if (this.status.lastError === null || !isComputeUnavailable(this.status.lastError)) {
+          this.opts.log.info('compute not reachable; will keep trying', { reason: msg, flush_lsn: formatLsn(this.tl.storage.flushRecordLsn) });
         }
         this.status.lastError = msg;
         if (err instanceof ReplicationError && err.code === 'replication_wal_removed') this.needPeerRecovery = true;
