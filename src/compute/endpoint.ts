@@ -24,6 +24,7 @@ import { chownForPostgres, postgresRunAs } from '../postgres/pgbin.ts';
 import type { Logger } from '../util/log.ts';
 import { directorySink, generateBasebackup } from '../pageserver/basebackup.ts';
 import type { Pageserver } from '../pageserver/pageserver.ts';
+import type { Timeline } from '../pageserver/timeline/timeline.ts';
 import type { RedoMode } from '../pageserver/tenantconfig.ts';
 import { ComputeError, PostgresProcess, freePort, type StopMode } from './postgresprocess.ts';
 import { runElection, safekeeperStandbyName, synchronousStandbyNames, waitForCommit, type SafekeeperAddress } from './election.ts';
@@ -157,31 +158,10 @@ export class Endpoint {
     }
     await ps.detachWalSource(opts.tenantId, opts.timelineId);
 
-    const dataDir = path.join(opts.dir, 'pgdata');
-    await rm(dataDir, { recursive: true, force: true });
-    await mkdir(opts.dir, { recursive: true, mode: 0o755 });
-    await chownForPostgres(opts.dir);
-    // Files are created owned by the postgres OS user (when root), so no second pass over them.
-    const bb = await generateBasebackup({ timeline: tl, sink: directorySink(dataDir, { owner: postgresRunAs() }), log });
     const port = opts.port ?? await freePort();
-    const settings: Record<string, string | number | boolean> = {
-      port,
-      listen_addresses: '127.0.0.1',
-      unix_socket_directories: opts.dir,
-      wal_level: 'replica',
-      max_wal_senders: 10,
-      max_replication_slots: 10,
-      full_page_writes: true,
-      wal_consistency_checking: walConsistencyChecking(tenant.config.redoMode),
-      wal_compression: 'zstd',
-      max_prepared_transactions: 16,
-      logging_collector: false,
-      ...(opts.settings ?? {}),
-    };
-    const conf = ['', '# Strata compute endpoint settings', ...Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`), ''].join('\n');
-    await appendFile(path.join(dataDir, 'postgresql.conf'), conf);
-    const proc = await PostgresProcess.start({
-      dataDir, port, logFile: path.join(opts.dir, 'postgres.log'), ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}),
+    const { bb, proc } = await materializeAndStart(opts, tl, log, {
+      port, lsn: undefined, timeoutMs: undefined,
+      settings: { max_wal_senders: 10, max_replication_slots: 10, wal_consistency_checking: walConsistencyChecking(tenant.config.redoMode) },
     });
     try {
       await ps.attachWalSource(opts.tenantId, opts.timelineId, {
@@ -224,33 +204,18 @@ export class Endpoint {
     const waitMs = tl.resources.waitLsnTimeoutMs;
     await waitForCommit({ safekeepers, tenantId: opts.tenantId, timelineId: opts.timelineId, lsn: startLsn, timeoutMs: waitMs });
 
-    const dataDir = path.join(opts.dir, 'pgdata');
-    await rm(dataDir, { recursive: true, force: true });
-    await mkdir(opts.dir, { recursive: true, mode: 0o755 });
-    await chownForPostgres(opts.dir);
-    // generateBasebackup waits (bounded) until the pageserver has ingested up to startLsn.
-    const bb = await generateBasebackup({ timeline: tl, lsn: startLsn, sink: directorySink(dataDir, { owner: postgresRunAs() }), log, timeoutMs: waitMs });
-    const settings: Record<string, string | number | boolean> = {
-      port,
-      listen_addresses: '127.0.0.1',
-      unix_socket_directories: opts.dir,
-      wal_level: 'replica',
-      max_wal_senders: 10 + safekeepers.length,
-      max_replication_slots: 10 + safekeepers.length,
-      full_page_writes: true,
-      wal_consistency_checking: walConsistencyChecking(tenant.config.redoMode),
-      wal_compression: 'zstd',
-      max_prepared_transactions: 16,
-      logging_collector: false,
-      synchronous_standby_names: synchronousStandbyNames(safekeepers),
-      synchronous_commit: 'on',
-      [COMPUTE_TERM_SETTING]: election.term.toString(),
-      ...(opts.settings ?? {}),
-    };
-    const conf = ['', '# Strata compute endpoint settings', ...Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`), ''].join('\n');
-    await appendFile(path.join(dataDir, 'postgresql.conf'), conf);
-    const proc = await PostgresProcess.start({
-      dataDir, port, logFile: path.join(opts.dir, 'postgres.log'), ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}),
+    // The basebackup waits (bounded) until the pageserver has ingested up to startLsn.
+    const syncNames = synchronousStandbyNames(safekeepers);
+    const { bb, proc } = await materializeAndStart(opts, tl, log, {
+      port, lsn: startLsn, timeoutMs: waitMs,
+      settings: {
+        max_wal_senders: 10 + safekeepers.length,
+        max_replication_slots: 10 + safekeepers.length,
+        wal_consistency_checking: walConsistencyChecking(tenant.config.redoMode),
+        synchronous_standby_names: syncNames,
+        synchronous_commit: 'on',
+        [COMPUTE_TERM_SETTING]: election.term.toString(),
+      },
     });
     try {
       await createSafekeeperSlots(port, safekeepers);
@@ -258,7 +223,7 @@ export class Endpoint {
       await proc.stop('immediate');
       throw err;
     }
-    log.info('endpoint started', { port, pid: proc.pid, start_lsn: formatLsn(bb.lsn), term: election.term, synchronous_standby_names: String(settings['synchronous_standby_names']) });
+    log.info('endpoint started', { port, pid: proc.pid, start_lsn: formatLsn(bb.lsn), term: election.term, synchronous_standby_names: syncNames });
     return new Endpoint(opts, proc, bb.lsn, election.term);
   }
 
@@ -280,6 +245,43 @@ export class Endpoint {
     if (this.safekeepers !== null) return;
     await this.pageserver.detachWalSource(this.tenantId, this.timelineId);
   }
+}
+
+/**
+ * Writes a basebackup of `tl` at `lsn` (default: its last record) into the endpoint's data
+ * directory (wiped first: a compute's local files are disposable), appends the settings Strata
+ * relies on plus `extra` and the caller's own, and starts postgres on `port`.
+ */
+async function materializeAndStart(opts: EndpointOptions, tl: Timeline, log: Logger,
+  extra: { port: number; lsn: Lsn | undefined; timeoutMs: number | undefined; settings: Record<string, string | number | boolean> },
+): Promise<{ bb: { lsn: Lsn }; proc: PostgresProcess }> {
+  const dataDir = path.join(opts.dir, 'pgdata');
+  await rm(dataDir, { recursive: true, force: true });
+  await mkdir(opts.dir, { recursive: true, mode: 0o755 });
+  await chownForPostgres(opts.dir);
+  // Files are created owned by the postgres OS user (when root), so no second pass over them.
+  const bb = await generateBasebackup({
+    timeline: tl, sink: directorySink(dataDir, { owner: postgresRunAs() }), log,
+    ...(extra.lsn !== undefined ? { lsn: extra.lsn } : {}), ...(extra.timeoutMs !== undefined ? { timeoutMs: extra.timeoutMs } : {}),
+  });
+  const settings: Record<string, string | number | boolean> = {
+    port: extra.port,
+    listen_addresses: '127.0.0.1',
+    unix_socket_directories: opts.dir,
+    wal_level: 'replica',
+    full_page_writes: true,
+    wal_compression: 'zstd',
+    max_prepared_transactions: 16,
+    logging_collector: false,
+    ...extra.settings,
+    ...(opts.settings ?? {}),
+  };
+  const conf = ['', '# Strata compute endpoint settings', ...Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`), ''].join('\n');
+  await appendFile(path.join(dataDir, 'postgresql.conf'), conf);
+  const proc = await PostgresProcess.start({
+    dataDir, port: extra.port, logFile: path.join(opts.dir, 'postgres.log'), ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}),
+  });
+  return { bb, proc };
 }
 
 /**
