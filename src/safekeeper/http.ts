@@ -140,7 +140,13 @@ export async function startHttpApi(sk: Safekeeper, opts: { host: string; port: n
   const log = opts.log;
   app.setErrorHandler((err: unknown, _req: FastifyRequest, reply: FastifyReply) => {
     const e = err as { validation?: unknown; statusCode?: number; message?: string; code?: string };
-    if (e.validation !== undefined) return reply.code(400).send({ code: 'invalid_request', msg: e.message ?? 'invalid request' });
+    if (e.validation !== undefined) {
+      // Name the offending field: Ajv's message for an unknown one does not.
+      const first = (e.validation as { params?: { additionalProperty?: string } }[])[0];
+      const extra = first?.params?.additionalProperty;
+      const msg = `${e.message ?? 'invalid request'}${extra !== undefined ? `: unknown field "${extra}"` : ''}`;
+      return reply.code(400).send({ code: 'invalid_request', msg });
+    }
     if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
       return reply.code(e.statusCode).send({ code: e.code ?? 'bad_request', msg: e.message ?? 'bad request' });
     }
@@ -158,9 +164,12 @@ export async function startHttpApi(sk: Safekeeper, opts: { host: string; port: n
     try {
       const segSize = b.wal_seg_size;
       if ((segSize & (segSize - 1)) !== 0) throw new InvalidInputError(`wal_seg_size ${segSize} is not a power of two`);
+      const startLsn = parseLsn(b.start_lsn);
+      if (startLsn % 8n !== 0n) throw new InvalidInputError(`start_lsn ${b.start_lsn} is not 8-byte aligned, so it cannot be a WAL record boundary`);
+      if (startLsn === 0n) throw new InvalidInputError('start_lsn must not be 0/0');
       const { created, timeline } = await sk.createTimeline({
         tenantId: parseId(b.tenant_id, 'tenant'), timelineId: parseId(b.timeline_id, 'timeline'), systemId: BigInt(b.system_id),
-        pgVersion: b.pg_version, walSegSizeBytes: segSize, startLsn: parseLsn(b.start_lsn),
+        pgVersion: b.pg_version, walSegSizeBytes: segSize, startLsn,
         members: b.members.map((m) => ({ id: BigInt(m.id), pgConnstr: m.pg_connstr, httpConnstr: m.http_connstr })),
       });
       return reply.code(created ? 201 : 200).send(timelineStatusJson(timeline));

@@ -17,7 +17,7 @@
  * Periodic work per timeline: persist moved positions (1 s), delete WAL segments no one needs
  * (below both the pageserver's durable LSN and every peer's flush).
  */
-import { mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Gauge, Counter, Registry } from 'prom-client';
 import { BrokerClient } from '../broker/client.ts';
@@ -283,8 +283,19 @@ export class Safekeeper {
     if (p.members.length > 0 && !p.members.some((m) => m.id === this.id)) {
       throw new SafekeeperTimelineError('not_a_member', `safekeeper ${this.id} is not among the timeline's members`, 400);
     }
+    if (p.members.length > 1 && this.opts.brokerEndpoint === null) {
+      this.log.warn('a timeline with several safekeepers needs the storage broker: without it this safekeeper cannot see its peers, so its commit LSN will not advance', { tenant_id: p.tenantId, timeline_id: p.timelineId });
+    }
     const dir = path.join(this.dataDir, p.tenantId, p.timelineId);
-    const tl = await SafekeeperTimeline.create({ dir, safekeeperId: this.id, params: p, log: this.log });
+    let tl: SafekeeperTimeline;
+    try {
+      tl = await SafekeeperTimeline.create({ dir, safekeeperId: this.id, params: p, log: this.log });
+    } catch (err) {
+      // Leave nothing half-made behind: a directory without a control file is ignored at start,
+      // but a retry should find a clean slate.
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      throw err;
+    }
     this.register(tl);
     this.startAcquirer(tl);
     tl.log.info('timeline created', { start_lsn: formatLsn(p.startLsn), members: p.members.map((m) => m.id.toString()).join(',') });

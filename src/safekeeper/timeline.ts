@@ -27,7 +27,7 @@
  *    of the old term if we crash now), then cuts the files, then persists the new history;
  *  - a vote is persisted before the answer leaves.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { SafekeeperTimelineInfo } from '../broker/types.ts';
 import { formatLsn, type Lsn } from '../postgres/lsn.ts';
@@ -405,6 +405,11 @@ export class SafekeeperTimeline implements WalSenderTimeline {
 
   onPeerInfo(info: SafekeeperTimelineInfo, nowMs: number): void {
     if (info.safekeeperId === this.safekeeperId || !this.isMember(info.safekeeperId)) return;
+    // The pageserver streams from one safekeeper; the others learn its durable LSN from the peers'
+    // publications, so every safekeeper can delete the WAL the pageserver no longer needs. Capped
+    // at our own WAL: it only ever refers to committed WAL, which we have or will get.
+    const remote = info.remoteConsistentLsn < this.storage.flushRecordLsn ? info.remoteConsistentLsn : this.storage.flushRecordLsn;
+    if (remote > this.state.remoteConsistentLsn) this.state.remoteConsistentLsn = remote;
     this.peers.set(info.safekeeperId, {
       term: info.term, lastLogTerm: info.lastLogTerm, flushLsn: info.flushLsn, commitLsn: info.commitLsn,
       httpConnstr: info.httpConnstr, receivedAtMs: nowMs,
@@ -509,7 +514,8 @@ export class SafekeeperTimeline implements WalSenderTimeline {
   async destroy(): Promise<void> {
     await this.close();
     await rm(this.dir, { recursive: true, force: true });
-    await rm(path.dirname(this.dir), { recursive: false, force: true }).catch(() => undefined);
+    // The tenant directory goes too when this was its last timeline.
+    await rmdir(path.dirname(this.dir)).catch(() => undefined);
   }
 }
 
