@@ -296,8 +296,12 @@ async function createSafekeeperSlots(port: number, safekeepers: readonly Safekee
   try {
     for (const sk of safekeepers) {
       const name = safekeeperStandbyName(sk.id);
-      await client.query(
-        'SELECT pg_create_physical_replication_slot($1, true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)', [name]);
+      try {
+        await client.query('SELECT pg_create_physical_replication_slot($1, true)', [name]);
+      } catch (err) {
+        // The safekeeper creates its slot itself when it connects first: that is success too.
+        if ((err as { code?: string }).code !== '42710') throw err;
+      }
     }
   } finally {
     await client.end();
