@@ -227,7 +227,8 @@ export class WalAcquirer {
         // The stream's buffer is reused by the driver: the storage copies it into the file.
         await tl.append(term, msg.dataStart, msg.data);
         this.status.pulledBytes += msg.data.length;
-        kick();
+        // Let the messages already received be appended first: one fsync then covers them all.
+        setImmediate(kick);
       }
     } finally {
       if (flushing !== null) await flushing;
