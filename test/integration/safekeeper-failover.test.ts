@@ -162,9 +162,13 @@ test('the pageserver switches safekeeper when its current one dies and when it f
   await waitFor('the pageserver streams from a safekeeper', () => mgr.status.state === 'streaming' && mgr.status.safekeeperId !== null, 30_000);
   await runClientTool(ep.port, 'pgbench', ['-i', '-q', '-s', '1']);
 
-  // 1. The current safekeeper dies.
+  // 1. The current safekeeper dies. (With a 256 KiB lag limit the manager may still be switching
+  // after pgbench -i: wait until it has caught up and settled on one.)
+  const lsn0 = await computeLsn(ep.port);
+  await waitFor('the pageserver caught up and streams', () => tl.lastRecordLsn >= lsn0 && mgr.status.state === 'streaming' && mgr.status.safekeeperId !== null, 60_000);
   const first = mgr.status.safekeeperId!;
-  const victim = s.sks.find((x) => x.id === first)!;
+  const victim = s.sks.find((x) => x.id === first);
+  assert.ok(victim !== undefined, `the current safekeeper ${first} is one of ours`);
   await victim.kill();
   await runClientTool(ep.port, 'pgbench', ['-n', '-c', '2', '-t', '300']);
   const lsnA = await computeLsn(ep.port);
@@ -174,10 +178,11 @@ test('the pageserver switches safekeeper when its current one dies and when it f
   await victim.start();
 
   // 2. The current safekeeper hangs (SIGSTOP: connection open, silent) while the others advance.
-  await waitFor('the pageserver streams again', () => mgr.status.state === 'streaming', 30_000);
+  await waitFor('the pageserver streams again', () => mgr.status.state === 'streaming' && mgr.status.safekeeperId !== null, 30_000);
   const current = mgr.status.safekeeperId!;
   const switchesBefore = mgr.status.switches;
-  const hung = s.sks.find((x) => x.id === current)!;
+  const hung = s.sks.find((x) => x.id === current);
+  assert.ok(hung !== undefined, `the current safekeeper ${current} is one of ours`);
   hung.pause();
   try {
     await runClientTool(ep.port, 'pgbench', ['-n', '-c', '2', '-t', '500']);
