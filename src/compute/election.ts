@@ -21,6 +21,9 @@
  */
 import { formatLsn, parseLsn, type Lsn } from '../postgres/lsn.ts';
 import { StrataError } from '../util/errors.ts';
+import { quorumFor, standbyNameFor } from '../safekeeper/membership.ts';
+
+export { quorumFor } from '../safekeeper/membership.ts';
 import type { Logger } from '../util/log.ts';
 
 export interface SafekeeperAddress {
@@ -63,19 +66,10 @@ export class ElectionError extends StrataError {
   }
 }
 
-/** The slot and application_name of safekeeper `id` on computes. */
-export function safekeeperStandbyName(id: bigint): string {
-  return `sk_${id}`;
-}
-
-/** How many safekeepers must flush a commit: a majority. */
-export function quorumFor(n: number): number {
-  return Math.floor(n / 2) + 1;
-}
 
 /** `ANY k (sk_1, sk_2, …)` for the compute's synchronous_standby_names. */
 export function synchronousStandbyNames(safekeepers: readonly SafekeeperAddress[]): string {
-  return `ANY ${quorumFor(safekeepers.length)} (${safekeepers.map((s) => safekeeperStandbyName(s.id)).join(', ')})`;
+  return `ANY ${quorumFor(safekeepers.length)} (${safekeepers.map((s) => standbyNameFor(s.id)).join(', ')})`;
 }
 
 interface TimelineStatusJson {
@@ -188,7 +182,7 @@ export async function runElection(opts: ElectionOptions): Promise<ElectionResult
     // 4. Tell everyone.
     let accepted = 0;
     await Promise.all(opts.safekeepers.map(async (sk) => {
-      const name = safekeeperStandbyName(sk.id);
+      const name = standbyNameFor(sk.id);
       try {
         const r = await call<unknown>('POST', `${base(sk)}/elected`, {
           term: Number(term), start_lsn: formatLsn(startLsn), term_history: history,

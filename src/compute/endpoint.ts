@@ -27,8 +27,9 @@ import type { Pageserver } from '../pageserver/pageserver.ts';
 import type { Timeline } from '../pageserver/timeline/timeline.ts';
 import type { RedoMode } from '../pageserver/tenantconfig.ts';
 import { ComputeError, PostgresProcess, freePort, type StopMode } from './postgresprocess.ts';
-import { runElection, safekeeperStandbyName, synchronousStandbyNames, waitForCommit, type SafekeeperAddress } from './election.ts';
+import { runElection, synchronousStandbyNames, waitForCommit, type SafekeeperAddress } from './election.ts';
 import { COMPUTE_TERM_SETTING } from '../safekeeper/puller.ts';
+import { standbyNameFor } from '../safekeeper/membership.ts';
 import { DatadirView } from '../pageserver/datadir/view.ts';
 import { parseControlFile } from '../postgres/pgcontrol.ts';
 import pg from 'pg';
@@ -295,7 +296,7 @@ async function createSafekeeperSlots(port: number, safekeepers: readonly Safekee
   await client.connect();
   try {
     for (const sk of safekeepers) {
-      const name = safekeeperStandbyName(sk.id);
+      const name = standbyNameFor(sk.id);
       try {
         await client.query('SELECT pg_create_physical_replication_slot($1, true)', [name]);
       } catch (err) {

@@ -97,7 +97,7 @@ export interface SafekeeperControlState {
   members: SafekeeperMember[];
 }
 
-/** One safekeeper of the timeline's set (same shape as timeline.ts's MemberInfo). */
+/** One safekeeper of the timeline's set. */
 export interface SafekeeperMember {
   id: bigint;
   /** host:port of its replication service. */

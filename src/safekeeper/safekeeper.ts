@@ -28,8 +28,8 @@ import { StrataError } from '../util/errors.ts';
 import { isCanonicalId, parseId } from '../util/ids.ts';
 import { rootLogger, type Logger } from '../util/log.ts';
 import { CONTROL_FILE_NAME } from './control.ts';
-import { historyFromJson } from './http.ts';
-import { startHttpApi } from './http.ts';
+import { historyFromJson, startHttpApi } from './http.ts';
+import { standbyNameFor } from './membership.ts';
 import { WalAcquirer } from './puller.ts';
 import { SafekeeperTimeline, SafekeeperTimelineError, type TimelineCreateParams } from './timeline.ts';
 import { startWalSender, type WalSenderServer } from './walsender.ts';
@@ -58,10 +58,6 @@ export interface SafekeeperOptions {
 
 export const SAFEKEEPER_ID_FILE = 'safekeeper.id';
 
-/** The standby (application) name and slot name a safekeeper uses on computes. */
-export function standbyNameFor(id: bigint): string {
-  return `sk_${id}`;
-}
 
 export class SafekeeperMetrics {
   readonly registry = new Registry();

@@ -34,17 +34,13 @@ import { formatLsn, type Lsn } from '../postgres/lsn.ts';
 import { StrataError } from '../util/errors.ts';
 import type { Logger } from '../util/log.ts';
 import { Mutex } from '../util/mutex.ts';
-import { lastLogTerm, readControlFile, writeControlFile, type SafekeeperControlState } from './control.ts';
+import { lastLogTerm, readControlFile, writeControlFile, type SafekeeperControlState, type SafekeeperMember } from './control.ts';
+import { quorumFor } from './membership.ts';
 import type { ComputeSource, PageserverFeedback, StandbyReply, TermEntry, WalSenderTimeline } from './types.ts';
 import { WalStorage } from './walstorage.ts';
 
-export interface MemberInfo {
-  id: bigint;
-  /** host:port of its replication service. */
-  pgConnstr: string;
-  /** http://host:port of its HTTP API. */
-  httpConnstr: string;
-}
+/** One safekeeper of the timeline's set, as persisted in the control file. */
+export type MemberInfo = SafekeeperMember;
 
 export interface PeerState {
   term: bigint;
@@ -395,8 +391,7 @@ export class SafekeeperTimeline implements WalSenderTimeline {
   // Peers and the commit LSN
 
   quorumSize(): number {
-    const n = Math.max(1, this.state.members.length);
-    return Math.floor(n / 2) + 1;
+    return quorumFor(this.state.members.length);
   }
 
   isMember(id: bigint): boolean {

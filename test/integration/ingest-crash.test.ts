@@ -13,7 +13,6 @@
  * already been removed" (the run never catches up), or a different dump.
  * STRATA_INGEST_CRASH_KILLS sets the number of kills (default 6).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,47 +22,13 @@ import { Endpoint } from '../../src/compute/endpoint.ts';
 import { bootstrapTimeline } from '../../src/pageserver/import/bootstrap.ts';
 import { Pageserver } from '../../src/pageserver/pageserver.ts';
 import { formatLsn, parseLsn, type Lsn } from '../../src/postgres/lsn.ts';
+import { startPageserverChild, type PageserverChild } from '../support/pageserver-process.ts';
 import { amcheckAll, assertSameDump, dumpAll, endpointTarget, runClientTool } from '../support/endpoint-target.ts';
 
-const CHILD = path.join(import.meta.dirname, '..', 'support', 'pageserver-child.ts');
 const KILLS = Number(process.env['STRATA_INGEST_CRASH_KILLS'] ?? '6');
 
-interface Child {
-  proc: ChildProcess;
-  ready: Promise<void>;
-  durable: Map<string, Lsn>;
-  exited: Promise<void>;
-}
-
-function startChild(workdir: string): Child {
-  const proc = spawn(process.execPath, ['--import', 'tsx', CHILD, workdir], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG: 'warn' } });
-  const durable = new Map<string, Lsn>();
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
-  let buf = '';
-  let resolveReady!: () => void;
-  let rejectReady!: (e: Error) => void;
-  const ready = new Promise<void>((res, rej) => { resolveReady = res; rejectReady = rej; });
-  proc.stdout!.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (line === 'ready') resolveReady();
-      const m = /^durable (\S+) (\S+)$/.exec(line);
-      if (m !== null) durable.set(m[1]!, parseLsn(m[2]!));
-    }
-  });
-  const exited = new Promise<void>((res) => proc.once('exit', () => {
-    rejectReady(new Error(`pageserver child exited before it was ready: ${stderr}`));
-    res();
-  }));
-  return { proc, ready, durable, exited };
-}
-
 /** The first durable LSN a freshly started child reports (its disk_consistent_lsn at load). */
-async function waitForDurable(child: Child, key: string): Promise<Lsn> {
+async function waitForDurable(child: PageserverChild, key: string): Promise<Lsn> {
   for (let i = 0; i < 300; i++) {
     const d = child.durable.get(key);
     if (d !== undefined) return d;
@@ -76,7 +41,7 @@ test(`WAL ingest survives ${KILLS} SIGKILLs of the pageserver while a compute wr
   const workdir = mkdtempSync(path.join(os.tmpdir(), 'strata-ingest-crash-'));
   chmodSync(workdir, 0o755);
   const psDir = path.join(workdir, 'pageserver');
-  let child: Child | null = null;
+  let child: PageserverChild | null = null;
   let endpoint: Endpoint | null = null;
   let ps: Pageserver | null = await Pageserver.start({ workdir: psDir, pageCacheBytes: 16 << 20, blockCacheBytes: 8 << 20, waitLsnTimeoutMs: 60_000 });
   t.after(async () => {
@@ -103,7 +68,7 @@ test(`WAL ingest survives ${KILLS} SIGKILLs of the pageserver while a compute wr
   let restarts = 0;
   let freedUpTo = 0n; // the slot's restart_lsn after the last kill: the compute may free WAL below it
   for (let i = 0; i < KILLS; i++) {
-    child = startChild(psDir);
+    child = startPageserverChild(psDir);
     await child.ready;
     // The invariant: a restarted pageserver resumes at or below what the compute still keeps.
     const resumeAt = await waitForDurable(child, key);
@@ -128,7 +93,7 @@ test(`WAL ingest survives ${KILLS} SIGKILLs of the pageserver while a compute wr
   const target = endpointTarget(port);
   const finalLsn = await target.currentLsn();
   await target.close();
-  child = startChild(psDir);
+  child = startPageserverChild(psDir);
   await child.ready;
   const deadline = Date.now() + 120_000;
   while ((child.durable.get(key) ?? 0n) < finalLsn && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));

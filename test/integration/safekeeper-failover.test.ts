@@ -4,7 +4,6 @@
  * pageserver switches safekeeper when its current one dies and when it falls behind; a pageserver
  * killed with SIGKILL mid-run restarts, finds the safekeepers again and catches up.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,9 +17,9 @@ import type { TenantConfigOverrides } from '../../src/pageserver/tenantconfig.ts
 import { formatLsn, parseLsn, type Lsn } from '../../src/postgres/lsn.ts';
 import { AckWriter, BrokerProcess, query, SafekeeperProcess, waitFor, waitForAcks } from '../support/cluster.ts';
 import { runClientTool } from '../support/endpoint-target.ts';
+import { startPageserverChild, type PageserverChild } from '../support/pageserver-process.ts';
 
 const COMPUTE_SETTINGS = { fsync: false, autovacuum: false } as const;
-const CHILD = path.join(import.meta.dirname, '..', 'support', 'pageserver-child.ts');
 
 interface Setup {
   workdir: string;
@@ -200,9 +199,9 @@ test('a pageserver killed with SIGKILL mid-run restarts, reconnects to the safek
   const s = await setUp(t, 'sk-pskill');
   const psDir = path.join(s.workdir, 'pageserver');
   let ps: Pageserver | null = await startPageserver(s);
-  let child: ChildProcess | null = null;
+  let child: PageserverChild | null = null;
   t.after(() => {
-    if (child !== null && child.exitCode === null) child.kill('SIGKILL');
+    if (child !== null && child.proc.exitCode === null) child.proc.kill('SIGKILL');
   });
   const tenant = await ps.tenants.createTenant({ config: { checkpointDistanceBytes: 4 * 1024 * 1024 } });
   const tl = await bootstrapTimeline(tenant);
@@ -220,49 +219,32 @@ test('a pageserver killed with SIGKILL mid-run restarts, reconnects to the safek
   s.ps = null;
   ps = null;
 
-  const last = new Map<string, Lsn>();
-  const startChild = async (): Promise<ChildProcess> => {
-    const proc = spawn(process.execPath, ['--import', 'tsx', CHILD, psDir, s.broker.endpoint], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, STRATA_LOG: 'warn' } });
-    let buf = '';
-    let err = '';
-    proc.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
-    await new Promise<void>((resolve, reject) => {
-      proc.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (line === 'ready') resolve();
-          const m = /^last (\S+) (\S+)$/.exec(line);
-          if (m !== null) last.set(m[1]!, parseLsn(m[2]!));
-        }
-      });
-      proc.once('exit', () => reject(new Error(`pageserver child exited: ${err}`)));
-    });
-    return proc;
+  const startChild = async (): Promise<PageserverChild> => {
+    const c = startPageserverChild(psDir, s.broker.endpoint);
+    await c.ready;
+    return c;
   };
-  const kill = async (proc: ChildProcess): Promise<void> => {
-    const exited = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGKILL');
-    await exited;
+  const kill = async (c: PageserverChild): Promise<void> => {
+    c.proc.kill('SIGKILL');
+    await c.exited;
   };
 
-  child = await startChild();
-  const before = last.get(key) ?? 0n;
+  let c = await startChild();
+  child = c;
+  const before = c.last.get(key) ?? 0n;
   await waitForAcks(w, 100, 30_000, 'with the pageserver in a child process');
-  await waitFor('the child pageserver ingests', () => (last.get(key) ?? 0n) > before, 30_000);
-  await kill(child);
+  await waitFor('the child pageserver ingests', () => (c.last.get(key) ?? 0n) > before, 30_000);
+  await kill(c);
   // The compute does not need the pageserver to commit.
   await waitForAcks(w, 100, 30_000, 'while the pageserver is down');
-  child = await startChild();
+  c = await startChild();
+  child = c;
   await waitForAcks(w, 100, 30_000, 'after the pageserver restarted');
   await w.stop();
   const end = await computeLsn(ep.port);
-  await waitFor(`the restarted pageserver catches up to ${formatLsn(end)}`, () => (last.get(key) ?? 0n) >= end, 60_000);
-  const stopped = new Promise((r) => child!.once('exit', r));
-  child.kill('SIGTERM');
-  await stopped;
+  await waitFor(`the restarted pageserver catches up to ${formatLsn(end)}`, () => (c.last.get(key) ?? 0n) >= end, 60_000);
+  c.proc.kill('SIGTERM');
+  await c.exited;
   child = null;
 
   // Back in this process: a branch at the end has every acknowledged row.
