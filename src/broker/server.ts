@@ -47,8 +47,9 @@
  * - close() stops timers, ends every call and closes both listening sockets.
  *
  * Ports: gRPC (HTTP/2 without TLS) on `port`; HTTP/1 on `httpPort` for GET /metrics (Prometheus
- * text) and GET /status (JSON view of the cache). Neon serves both on one port; Strata keeps them
- * apart, which costs a second port but no protocol sniffing.
+ * text) and GET /status (JSON view of the cache; also served as GET /v1/status, the readiness URL
+ * every Strata process answers). Neon serves both on one port; Strata keeps them apart, which
+ * costs a second port but no protocol sniffing.
  */
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -746,7 +747,8 @@ class BrokerServer implements Broker {
       );
       return;
     }
-    if (path === '/status') {
+    // /v1/status is the same document: every Strata process answers GET /v1/status when ready.
+    if (path === '/status' || path === '/v1/status') {
       send(200, 'application/json', JSON.stringify(this.status(), null, 2) + '\n');
       return;
     }

@@ -21,6 +21,10 @@
  * so memory stays flat whatever the database size. An LSN that is not ingested yet is waited for;
  * one below the GC cutoff is refused. Any page Strata cannot reconstruct fails the whole backup
  * with an error naming the key and LSN — a compute never starts on a guessed page.
+ *
+ * Metrics: every basebackup is observed in pageserver_basebackup_query_seconds{result="ok"|"error"}
+ * (as Neon labels it), from the call to the end of the stream: waiting for the LSN and the
+ * receiver's pace included, which is what a starting compute experiences.
  */
 import { chownSync, closeSync, fchownSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -38,6 +42,7 @@ import { relDirEntry, relDirEntryRel } from './datadir/dirs.ts';
 import { DatadirView } from './datadir/view.ts';
 import { DEFAULTTABLESPACE_OID, GLOBALTABLESPACE_OID, RELSEG_BLOCKS } from './import/datadir.ts';
 import { waitForLsnWithAncestors } from './timeline/read.ts';
+import { BasebackupResult as BasebackupOutcome } from './metrics.ts';
 import type { Timeline } from './timeline/timeline.ts';
 
 const PAGE_BYTES = PG_BLCKSZ;
@@ -173,6 +178,19 @@ function relPath(rel: RelTag, segNo: number, forkNum: number): string {
 
 /** Generates a basebackup of `timeline` at `lsn` into the sink. */
 export async function generateBasebackup(opts: BasebackupOptions): Promise<BasebackupResult> {
+  const metrics = opts.timeline.resources.metrics.pageserver;
+  const started = performance.now();
+  let outcome: BasebackupOutcome = BasebackupOutcome.error;
+  try {
+    const result = await writeBasebackup(opts);
+    outcome = BasebackupOutcome.ok;
+    return result;
+  } finally {
+    metrics.observeBasebackup((performance.now() - started) / 1000, outcome);
+  }
+}
+
+async function writeBasebackup(opts: BasebackupOptions): Promise<BasebackupResult> {
   const started = Date.now();
   const tl = opts.timeline;
   tl.checkReadable();

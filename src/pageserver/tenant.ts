@@ -29,6 +29,7 @@ import { loadMetadata, saveMetadata, type TimelineMetadata } from './metadata.ts
 import { createTenantStateMachine, type TenantStateKind, type TenantStateMachine } from './states.ts';
 import { loadTenantConfig, mergeTenantConfig, saveTenantConfig, type TenantConfig, type TenantConfigOverrides } from './tenantconfig.ts';
 import { checkpoint, freezeOpenLayer, shouldFreeze } from './timeline/flush.ts';
+import { BackgroundLoopKind, StorageOperation, type PageserverMetrics } from './metrics.ts';
 import { loadTimelineLayers } from './timeline/load.ts';
 import { LsnBelowGcCutoffError, Timeline } from './timeline/timeline.ts';
 import type { TimelineResources } from './timeline/resources.ts';
@@ -59,6 +60,8 @@ export interface SharedResources {
   fdCache: TimelineResources['fdCache'];
   waitLsnTimeoutMs: number;
   defaults: TenantConfig;
+  /** The pageserver's metrics; each timeline gets its own TimelineMetrics from it. */
+  metrics: PageserverMetrics;
 }
 
 export interface CreateTimelineOptions {
@@ -134,9 +137,14 @@ export class Tenant {
    */
   private startBackgroundTick(): void {
     this.tickTimer = setInterval(() => {
+      const started = performance.now();
       const now = Date.now();
       for (const tl of this.timelines.values()) {
         if (tl.state === 'Active' && shouldFreeze(tl, now)) freezeOpenLayer(tl);
+      }
+      const elapsedMs = performance.now() - started;
+      if (this.shared.metrics.backgroundLoopIteration(BackgroundLoopKind.ingestHouseKeeping, BACKGROUND_TICK_MS, elapsedMs)) {
+        this.log.warn('task iteration took longer than the configured period', { task: BackgroundLoopKind.ingestHouseKeeping, elapsed_ms: Math.round(elapsedMs), period_ms: BACKGROUND_TICK_MS });
       }
     }, BACKGROUND_TICK_MS);
     this.tickTimer.unref();
@@ -221,7 +229,7 @@ export class Tenant {
           continue;
         }
         const tl = this.newTimeline(id, md);
-        const report = await loadTimelineLayers(tl).catch((err: unknown) => {
+        const report = await tl.resources.metrics.timeStorageOp(StorageOperation.loadLayerMap, () => loadTimelineLayers(tl)).catch((err: unknown) => {
           tl.setBroken(err instanceof Error ? err.message : String(err));
           return null;
         });
@@ -243,6 +251,7 @@ export class Tenant {
       fdCache: this.shared.fdCache,
       waitLsnTimeoutMs: this.shared.waitLsnTimeoutMs,
       config: () => this.conf,
+      metrics: this.shared.metrics.forTimeline(this.tenantId, timelineId),
     };
     return new Timeline({
       tenantId: this.tenantId,

@@ -7,7 +7,9 @@
  * it silently disappearing.
  *
  * Shared resources, each bounded by an explicit size: the materialized page cache, the layer
- * index block cache, and the redo engine.
+ * index block cache, and the redo engine; and the pageserver's Prometheus metrics (metrics.ts),
+ * whose per-tenant and per-timeline series are read from this manager's live tenants at every
+ * scrape — a deleted tenant or timeline leaves no series behind.
  */
 import { mkdir, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -21,6 +23,7 @@ import { MaterializedPageCache } from '../storage/pagecache.ts';
 import { BuiltinRedo, type Redo } from '../storage/redo.ts';
 import { TENANT_CONFIG_DEFAULTS, type TenantConfig, type TenantConfigOverrides } from './tenantconfig.ts';
 import { ConflictError, NotFoundError, Tenant, type SharedResources } from './tenant.ts';
+import { PageserverMetrics, StorageOperation } from './metrics.ts';
 
 export interface TenantManagerOptions {
   workdir: string;
@@ -35,6 +38,8 @@ export interface TenantManagerOptions {
   defaults?: TenantConfig;
   redo?: Redo;
   log?: Logger;
+  /** Include prom-client's process and Node.js metrics in `metrics` (default true). */
+  processMetrics?: boolean;
 }
 
 export const DEFAULT_PAGE_CACHE_BYTES = 8192 * 8192;
@@ -47,6 +52,8 @@ export class TenantManager {
   readonly workdir: string;
   readonly tenantsDir: string;
   readonly shared: SharedResources;
+  /** This pageserver's metrics: GET /metrics serves `metrics.registry`. */
+  readonly metrics: PageserverMetrics;
   readonly log: Logger;
   private readonly tenants = new Map<string, Tenant>();
   private closed = false;
@@ -55,6 +62,7 @@ export class TenantManager {
     this.workdir = opts.workdir;
     this.tenantsDir = path.join(opts.workdir, 'tenants');
     this.log = opts.log ?? rootLogger;
+    this.metrics = new PageserverMetrics({ tenants: () => this.tenants.values(), processMetrics: opts.processMetrics ?? true });
     this.shared = {
       redo: opts.redo ?? new BuiltinRedo(),
       pageCache: new MaterializedPageCache({ maxBytes: opts.pageCacheBytes }),
@@ -62,6 +70,7 @@ export class TenantManager {
       fdCache: new FdCache({ maxOpenFiles: opts.maxOpenLayerFiles ?? DEFAULT_MAX_OPEN_LAYER_FILES }),
       waitLsnTimeoutMs: opts.waitLsnTimeoutMs,
       defaults: opts.defaults ?? TENANT_CONFIG_DEFAULTS,
+      metrics: this.metrics,
     };
   }
 
@@ -91,7 +100,8 @@ export class TenantManager {
     this.checkOpen();
     const tenantId = opts.tenantId === undefined ? generateId() : parseId(opts.tenantId, 'tenant');
     if (this.tenants.has(tenantId)) throw new ConflictError(`tenant ${tenantId} already exists`, { tenant: tenantId });
-    const tenant = await Tenant.create({ tenantsDir: this.tenantsDir, tenantId, overrides: opts.config ?? {}, shared: this.shared, log: this.log });
+    const tenant = await this.metrics.timeStorageOp(StorageOperation.createTenant,
+      () => Tenant.create({ tenantsDir: this.tenantsDir, tenantId, overrides: opts.config ?? {}, shared: this.shared, log: this.log }));
     this.tenants.set(tenantId, tenant);
     return tenant;
   }

@@ -596,3 +596,18 @@ test('runBroker prints its ports, serves, and stops on its stop signal', async (
   assert.equal(await run, 0);
   await assert.rejects(fetch(`http://${HOST}:${b.httpPort}/status`));
 });
+
+test('GET /v1/status answers like /status (the readiness URL every Strata process serves)', async (t) => {
+  const add = cleanups(t);
+  const ENTRY_TTL_MS = 4321;
+  const { broker } = await newBroker(t, add, { entryTtlMs: ENTRY_TTL_MS });
+  const v1 = await getText(broker.httpPort, '/v1/status');
+  assert.equal(v1.status, 200);
+  assert.match(v1.contentType, /^application\/json/);
+  const doc = JSON.parse(v1.body) as BrokerStatus;
+  assert.equal(doc.entryTtlMs, ENTRY_TTL_MS);
+  assert.equal(doc.publishers, 0);
+  assert.deepEqual(doc.timelines, []);
+  assert.deepEqual(doc, await getStatus(broker));
+  assert.equal((await getText(broker.httpPort, '/v1/nope')).status, 404);
+});

@@ -21,11 +21,14 @@
  * stops accepting WAL, rather than acknowledging positions it could not persist.
  * Back-pressure: ingest waits while MAX_FROZEN_LAYERS frozen layers are queued, so memory stays
  * below (1 + MAX_FROZEN_LAYERS) × checkpoint_distance per timeline.
+ * Metrics: each successful flush is timed as the storage operation "layer flush", each completed
+ * checkpoint() as "checkpoint" (metrics.ts).
  */
 import type { Lsn } from '../../postgres/lsn.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
 import { assert } from '../../util/errors.ts';
 import { InMemoryLayer } from '../../storage/inmemorylayer.ts';
+import { StorageOperation } from '../metrics.ts';
 import { writeInMemoryLayer } from './layerfiles.ts';
 import { MAX_FROZEN_LAYERS, TimelineStateError, type Timeline } from './timeline.ts';
 
@@ -79,6 +82,7 @@ export async function checkpointIfNeeded(timeline: Timeline): Promise<void> {
 
 /** Freezes and flushes everything ingested so far; resolves when it is durable. */
 export async function checkpoint(timeline: Timeline): Promise<void> {
+  const started = performance.now();
   freezeOpenLayer(timeline);
   const target = timeline.nextOpenLayerAt - 1n;
   while (timeline.diskConsistentLsn < target) {
@@ -89,6 +93,7 @@ export async function checkpoint(timeline: Timeline): Promise<void> {
     await waitForFlushProgress(timeline);
   }
   await timeline.metadataChain;
+  timeline.resources.metrics.storageOpDone(StorageOperation.checkpoint, (performance.now() - started) / 1000);
 }
 
 async function waitForFlushProgress(timeline: Timeline): Promise<void> {
@@ -119,6 +124,7 @@ async function flushLoop(timeline: Timeline): Promise<void> {
 }
 
 async function flushOldestFrozen(timeline: Timeline): Promise<void> {
+  const started = performance.now();
   const frozen = timeline.layers.frozen[0]!;
   const info = timeline.frozenInfo[0]!;
   assert(info.layer === frozen, 'frozen layer bookkeeping out of step', timeline.context());
@@ -135,5 +141,6 @@ async function flushOldestFrozen(timeline: Timeline): Promise<void> {
   timeline.diskConsistentPrevLsn = info.prevRecordLsn;
   await timeline.saveMetadata();
   timeline.diskConsistent.advance(lastRecordLsn);
+  timeline.resources.metrics.storageOpDone(StorageOperation.layerFlush, (performance.now() - started) / 1000);
   timeline.log.debug('flushed layer', { file: file.fileName, disk_consistent_lsn: formatLsn(lastRecordLsn) });
 }

@@ -11,6 +11,7 @@
  *
  * The LSN must be at or below disk_consistent_lsn: a restart removes files above it (load.ts),
  * and everything the image is made from must already be durable.
+ * Metrics: a successful creation is timed as the storage operation "create images" (metrics.ts).
  */
 import type { Lsn } from '../../postgres/lsn.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
@@ -20,6 +21,7 @@ import { encodeValue } from '../../storage/value.ts';
 import { LayerFileWriter } from '../../storage/layerfile/writer.ts';
 import { openLayerFile, type LayerFileHandle } from './layerfiles.ts';
 import { reconstructAt } from './read.ts';
+import { StorageOperation } from '../metrics.ts';
 import type { Timeline } from './timeline.ts';
 
 /** Keys with a version at or below `lsn` in `range`, on the timeline and its ancestors. */
@@ -49,6 +51,7 @@ export function collectKeys(timeline: Timeline, range: KeyRange, lsn: Lsn): Key[
 
 /** Writes an image layer of `range` at `lsn` and adds it to the layer map. */
 export async function createImageLayer(timeline: Timeline, range: KeyRange, lsn: Lsn): Promise<LayerFileHandle> {
+  const started = performance.now();
   timeline.checkReadable();
   if (lsn > timeline.diskConsistentLsn) {
     throw new InvalidInputError(`image LSN ${formatLsn(lsn)} is above disk_consistent_lsn ${formatLsn(timeline.diskConsistentLsn)}; checkpoint first`, timeline.context());
@@ -73,6 +76,7 @@ export async function createImageLayer(timeline: Timeline, range: KeyRange, lsn:
     const info = await writer.finish();
     const handle = openLayerFile(timeline, info.fileName);
     timeline.layers.addHistoric(handle);
+    timeline.resources.metrics.storageOpDone(StorageOperation.createImages, (performance.now() - started) / 1000);
     timeline.log.info('created image layer', { file: info.fileName, keys: keys.length, lsn: formatLsn(lsn) });
     return handle;
   } catch (err) {

@@ -16,6 +16,12 @@
  * When no version is found the read fails with KeyNotFoundError naming key, LSN and timeline —
  * never a made-up page. The walk is bounded (MAX_READ_STEPS), so a layer map bug can only cost an
  * error, not a hang.
+ *
+ * Metrics: every getPage (wait included, failed ones too) is observed in the timeline's
+ * pageserver_smgr_query_seconds{smgr_query_type="get_page_at_lsn"} and its _global twin, and every
+ * wait for WAL in pageserver_wait_lsn_seconds — into preallocated series, without allocating
+ * (metrics.ts). reconstructAt itself is not timed: ingest, basebackup and image creation call it
+ * too, and those are not smgr queries.
  */
 import type { Lsn } from '../../postgres/lsn.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
@@ -51,10 +57,15 @@ const MAX_READ_STEPS = 100_000;
 
 /** Waits for `lsn` to be ingested, then reconstructs the key's value at `lsn`. */
 export async function getPage(timeline: Timeline, key: Key, lsn: Lsn, opts: { timeoutMs?: number } = {}): Promise<Buffer> {
-  timeline.checkReadable();
-  timeline.checkLsnInScope(lsn);
-  await waitForLsnWithAncestors(timeline, lsn, opts.timeoutMs ?? timeline.resources.waitLsnTimeoutMs);
-  return reconstructAt(timeline, key, lsn);
+  const started = performance.now();
+  try {
+    timeline.checkReadable();
+    timeline.checkLsnInScope(lsn);
+    await waitForLsnWithAncestors(timeline, lsn, opts.timeoutMs ?? timeline.resources.waitLsnTimeoutMs);
+    return reconstructAt(timeline, key, lsn);
+  } finally {
+    timeline.resources.metrics.observeGetPage((performance.now() - started) / 1000);
+  }
 }
 
 /**
@@ -63,11 +74,16 @@ export async function getPage(timeline: Timeline, key: Key, lsn: Lsn, opts: { ti
  * and after a restart the ancestor may still be re-ingesting that WAL.
  */
 export async function waitForLsnWithAncestors(timeline: Timeline, lsn: Lsn, timeoutMs: number): Promise<void> {
-  if (lsn > timeline.lastRecordLsn) await timeline.waitLsn(lsn, timeoutMs);
-  let needed = lsn;
-  for (let tl: Timeline = timeline; tl.ancestor !== null; tl = tl.ancestor) {
-    if (tl.ancestorLsn < needed) needed = tl.ancestorLsn;
-    if (needed > tl.ancestor.lastRecordLsn) await tl.ancestor.waitLsn(needed, timeoutMs);
+  const started = performance.now();
+  try {
+    if (lsn > timeline.lastRecordLsn) await timeline.waitLsn(lsn, timeoutMs);
+    let needed = lsn;
+    for (let tl: Timeline = timeline; tl.ancestor !== null; tl = tl.ancestor) {
+      if (tl.ancestorLsn < needed) needed = tl.ancestorLsn;
+      if (needed > tl.ancestor.lastRecordLsn) await tl.ancestor.waitLsn(needed, timeoutMs);
+    }
+  } finally {
+    timeline.resources.metrics.observeWaitLsn((performance.now() - started) / 1000);
   }
 }
 

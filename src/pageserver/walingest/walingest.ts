@@ -18,6 +18,12 @@
  * that cannot be ingested throws an IngestError naming it; the caller stops ingesting that
  * timeline rather than skip a record, since everything after it would build on a hole.
  * Records are copied when kept (the decoder hands out views into shared read buffers).
+ *
+ * Every record WAL reaches a timeline through (walreceiver from a compute or safekeepers, WAL
+ * files at bootstrap, a pg_basebackup import) is ingested here, so this is where the
+ * pageserver_wal_ingest_records_received / _bytes_received counters move: once per record, after it
+ * is applied (a record that fails is retried by the next session and counted then), by the WAL
+ * span it covers (end − start LSN, page headers included, like the bytes a walsender streams).
  */
 import { restoreBlockImage, restoreBlockImageAsync } from '../../postgres/blockimage.ts';
 import { writePageLsn } from '../../postgres/page.ts';
@@ -47,6 +53,7 @@ import { ClogStatus, NO_BLOCK, type MultixactMember, type Value } from '../../st
 import { DatadirWriter, IngestError, PAGE_BYTES, ZERO_PAGE } from '../datadir/writer.ts';
 import { relDirEntryRel } from '../datadir/dirs.ts';
 import type { Timeline } from '../timeline/timeline.ts';
+import type { TimelineMetrics } from '../metrics.ts';
 import {
   FIRST_MULTIXACT_ID, advanceNextXid, checkpointWithXids, clogPageOfXid, clogPagePrecedes, membersSegmentsToTruncate,
   multiXactIdPrecedes, multiXactOffsetPrecedes, multixactMemberPage, multixactOffsetPage, multixactOffsetPagePrecedes,
@@ -97,6 +104,7 @@ export class WalIngest {
   readonly timeline: Timeline;
   readonly writer: DatadirWriter;
   private readonly consistencyImages: ConsistencyImageUse;
+  private readonly metrics: TimelineMetrics;
   readonly stats: IngestStats = { records: 0, walBytes: 0, images: 0, storedRecords: 0 };
   /** Pages restored ahead of time by prepareImages(), by block reference; consumed by ingest(). */
   private readonly prepared = new Map<BlockRef, Buffer>();
@@ -105,6 +113,7 @@ export class WalIngest {
     this.timeline = timeline;
     this.writer = new DatadirWriter(timeline);
     this.consistencyImages = opts.consistencyImages ?? 'store-image';
+    this.metrics = timeline.resources.metrics;
   }
 
   /**
@@ -148,6 +157,7 @@ export class WalIngest {
     }
     this.stats.records++;
     this.stats.walBytes += rec.totLen;
+    this.metrics.walRecordIngested(Number(rec.endLsn - rec.lsn));
     if (this.prepared.size > 0) for (const b of rec.blocks) this.prepared.delete(b);
   }
 
