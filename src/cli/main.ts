@@ -7,6 +7,8 @@ import { StrataError } from '../util/errors.ts';
 import { runWaldump, UsageError } from './waldump.ts';
 import { runSafekeeper } from './safekeeper.ts';
 import { runBroker } from './broker.ts';
+import { registerPagectlCommands } from './pagectl.ts';
+import { runPageserver } from './pageserver.ts';
 import { rootLogger } from '../util/log.ts';
 
 export async function main(argv: string[]): Promise<number> {
@@ -44,6 +46,23 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   program
+    .command('pageserver')
+    .description('run a pageserver: tenants, timelines and layer files; management HTTP API and page service')
+    .requiredOption('--id <n>', 'this pageserver\'s node id (a positive integer)')
+    .requiredOption('--workdir <dir>', 'where tenants, timelines and layer files live')
+    .option('--listen-http <host:port>', 'management API, /metrics and /v1/openapi.json', '127.0.0.1:9898')
+    .option('--listen-pg <host:port>', 'page service (libpq protocol: basebackup)', '127.0.0.1:64000')
+    .option('--broker <host:port>', 'storage broker: timelines take their WAL from the safekeepers it knows')
+    .option('--pg-bin <dir>', 'PostgreSQL 15 bin directory (initdb for bootstrap)')
+    .option('-c, --tenant-default <key=value>', 'tenant config default (Neon\'s names), repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .action(async (o: { id: string; workdir: string; listenHttp: string; listenPg: string; broker?: string; pgBin?: string; tenantDefault: string[] }) => {
+      exitCode = await runPageserver({
+        id: o.id, workdir: o.workdir, listenHttp: o.listenHttp, listenPg: o.listenPg, broker: o.broker ?? null,
+        ...(o.pgBin !== undefined ? { pgBin: o.pgBin } : {}), tenantDefaults: o.tenantDefault, log: rootLogger, stdout: process.stdout,
+      });
+    });
+
+  program
     .command('broker')
     .description('run the storage broker: gRPC pub/sub of safekeeper timeline state')
     .option('--listen <host:port>', 'gRPC listen address', '127.0.0.1:50051')
@@ -51,6 +70,8 @@ export async function main(argv: string[]): Promise<number> {
     .action(async (o: { listen: string; listenHttp?: string }) => {
       exitCode = await runBroker({ listen: o.listen, ...(o.listenHttp !== undefined ? { httpListen: o.listenHttp } : {}), log: rootLogger });
     });
+
+  registerPagectlCommands(program, (n) => { exitCode = n; });
 
   try {
     await program.parseAsync(argv, { from: 'user' });

@@ -191,6 +191,19 @@ export class Pageserver {
     return this.managers.get(`${parseId(tenantId, 'tenant')}/${parseId(timelineId, 'timeline')}`) ?? null;
   }
 
+  /** True when a storage broker is configured: timelines can take their WAL from safekeepers. */
+  get hasBroker(): boolean {
+    return this.broker !== null;
+  }
+
+  /** Where the timeline's WAL comes from right now. */
+  walSourceKind(tenantId: string, timelineId: string): 'safekeepers' | 'compute' | 'none' {
+    const key = `${tenantId}/${timelineId}`;
+    if (this.managers.has(key)) return 'safekeepers';
+    if (this.receivers.has(key)) return 'compute';
+    return 'none';
+  }
+
   walReceiver(tenantId: string, timelineId: string): WalReceiver | null {
     return this.receivers.get(`${parseId(tenantId, 'tenant')}/${parseId(timelineId, 'timeline')}`) ?? null;
   }
