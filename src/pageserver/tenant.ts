@@ -356,6 +356,13 @@ export class Tenant {
         this.context({ timeline: ancestor.timelineId, lsn: formatLsn(lsn), gcCutoffLsn: formatLsn(ancestor.latestGcCutoffLsn) }));
     }
     if (lsn > ancestor.lastRecordLsn) await ancestor.waitLsn(lsn, opts.timeoutMs ?? this.shared.waitLsnTimeoutMs);
+    // GC may have moved the cutoff while we waited. (GC removes no layers yet; once it does, branch
+    // creation and GC must also exclude each other across the metadata write below.)
+    if (lsn < ancestor.latestGcCutoffLsn) {
+      throw new LsnBelowGcCutoffError(
+        `invalid branch start LSN ${formatLsn(lsn)}: it is below the GC cutoff ${formatLsn(ancestor.latestGcCutoffLsn)} of timeline ${ancestor.timelineId}`,
+        this.context({ timeline: ancestor.timelineId, lsn: formatLsn(lsn), gcCutoffLsn: formatLsn(ancestor.latestGcCutoffLsn) }));
+    }
     if (this.timelines.has(id)) throw new ConflictError(`timeline ${id} already exists in tenant ${this.tenantId}`, this.context({ timeline: id }));
     const md: TimelineMetadata = {
       diskConsistentLsn: lsn,
