@@ -43,6 +43,8 @@ export interface AcquirerOptions {
   maxBackoffMs: number;
   /** Status update interval while streaming (also what keeps wal_sender_timeout happy). */
   statusIntervalMs: number;
+  /** Called with the size of every WAL chunk appended (from the compute or a peer): metrics. */
+  onWalBytes?: (bytes: number) => void;
 }
 
 export interface AcquirerStatus {
@@ -227,6 +229,7 @@ export class WalAcquirer {
         // The stream's buffer is reused by the driver: the storage copies it into the file.
         await tl.append(term, msg.dataStart, msg.data);
         this.status.pulledBytes += msg.data.length;
+        this.opts.onWalBytes?.(msg.data.length);
         // Let the messages already received be appended first: one fsync then covers them all.
         setImmediate(kick);
       }
@@ -278,6 +281,7 @@ export class WalAcquirer {
           await tl.append(term, from, data);
           await tl.flush(term);
           this.status.recoveredBytes += data.length;
+          this.opts.onWalBytes?.(data.length);
         }
         if (tl.storage.writeLsn >= end || data.length === 0) break;
       }

@@ -257,7 +257,7 @@ export class Safekeeper {
     const backoff = this.opts.pullBackoffMs ?? { min: 100, max: 5_000 };
     const a = new WalAcquirer({
       timeline: tl, standbyName: standbyNameFor(this.id), log: tl.log, minBackoffMs: backoff.min, maxBackoffMs: backoff.max,
-      statusIntervalMs: 1_000,
+      statusIntervalMs: 1_000, onWalBytes: (n) => this.metrics.pulledBytes.inc(n),
     });
     this.acquirers.set(key, a);
     a.start();

@@ -412,6 +412,8 @@ test('safekeeper /metrics: flush LSN as in the status, walsender streams counted
       const v = metricValue(text, 'safekeeper_flush_lsn', labels);
       assert.ok(v !== null, `safekeeper ${sk.id} exports safekeeper_flush_lsn for the timeline`);
       assert.equal(v, Number(parseLsn(s1)), `safekeeper ${sk.id}: safekeeper_flush_lsn = status flush_lsn ${s1}`);
+      const received = metricValue(text, 'safekeeper_wal_received_bytes_total');
+      assert.ok(received !== null && received > 0, `safekeeper ${sk.id} counts the WAL it received (${received})`);
       checked = true;
     }
     assert.ok(checked, `safekeeper ${sk.id}: the flush LSN was never stable across two status reads`);
