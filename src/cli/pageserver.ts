@@ -13,6 +13,7 @@
  * safekeepers.
  */
 import { InvalidInputError } from '../util/errors.ts';
+import { waitForShutdownSignal } from './signals.ts';
 import type { Logger } from '../util/log.ts';
 import { Pageserver } from '../pageserver/pageserver.ts';
 import { startPageserverHttp } from '../pageserver/http/server.ts';
@@ -53,17 +54,7 @@ export async function runPageserver(opts: RunPageserverOptions): Promise<number>
     throw err;
   }
   opts.stdout.write(`pageserver ${nodeId}: HTTP on http://${http.host}:${api.port}, page service on ${pgAddr.host}:${ps.pageServicePort}, data in ${opts.workdir}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      process.once('SIGINT', () => process.exit(130));
-      process.once('SIGTERM', () => process.exit(143));
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await waitForShutdownSignal();
   log.info('shutting down: HTTP API, WAL intake, then a flush of everything ingested');
   await api.close();
   await ps.shutdown({ flush: true });

@@ -6,6 +6,7 @@
  * its control files and exits 0; a second signal exits at once.
  */
 import { InvalidInputError } from '../util/errors.ts';
+import { waitForShutdownSignal } from './signals.ts';
 import type { Logger } from '../util/log.ts';
 import { Safekeeper } from '../safekeeper/safekeeper.ts';
 
@@ -37,17 +38,7 @@ export async function runSafekeeper(opts: RunSafekeeperOptions): Promise<number>
     ...(opts.availabilityZone !== undefined ? { availabilityZone: opts.availabilityZone } : {}),
   });
   opts.stdout.write(`safekeeper ${opts.id}: replication on ${sk.pgConnstr}, HTTP on ${sk.httpConnstr}, data in ${opts.dataDir}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      process.once('SIGINT', () => process.exit(130));
-      process.once('SIGTERM', () => process.exit(143));
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await waitForShutdownSignal();
   await sk.shutdown();
   return 0;
 }
