@@ -2,7 +2,9 @@
 # One command on a fresh Debian/Ubuntu machine: install what is missing, then run Strata's quickstart.
 #   bash scripts/quickstart.sh
 # Installs PostgreSQL 15 server binaries when `dpkg -s postgresql-15` says they are missing (with sudo
-# when not root), installs the npm dependencies, then runs `npm run quickstart`.
+# when not root), installs the npm dependencies, then runs `npx strata quickstart`: a broker, a
+# safekeeper and a pageserver in the background (state in ./.strata), a tenant, a `main` timeline and a
+# PostgreSQL 15 compute on it, left running until `npx strata stop`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,5 +23,5 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 echo "==> npm ci"
 npm ci --no-audit --no-fund
-echo "==> npm run quickstart"
-npm run quickstart
+echo "==> npx strata quickstart"
+npx strata quickstart

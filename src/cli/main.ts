@@ -10,13 +10,21 @@ import { runBroker } from './broker.ts';
 import { registerPagectlCommands } from './pagectl.ts';
 import { runPageserver } from './pageserver.ts';
 import { rootLogger } from '../util/log.ts';
+import { registerClusterCommands } from './cluster.ts';
+import { registerTenantCommands } from './tenant.ts';
+import { registerTimelineCommands } from './timeline.ts';
+import { registerEndpointCommands } from './endpoint.ts';
+import { registerQuickstartCommand } from './quickstart.ts';
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
   const program = new Command('strata')
     .description('Strata: separated, branchable, bottomless storage for PostgreSQL 15')
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    // Program options only before the subcommand: `strata pageserver --workdir` is the pageserver's own.
+    .enablePositionalOptions()
+    .option('--workdir <dir>', 'control plane state directory (default: ./.strata)');
 
   program
     .command('waldump')
@@ -72,6 +80,11 @@ export async function main(argv: string[]): Promise<number> {
     });
 
   registerPagectlCommands(program, (n) => { exitCode = n; });
+  registerClusterCommands(program);
+  registerTenantCommands(program);
+  registerTimelineCommands(program);
+  registerEndpointCommands(program, (n) => { exitCode = n; });
+  registerQuickstartCommand(program);
 
   try {
     await program.parseAsync(argv, { from: 'user' });

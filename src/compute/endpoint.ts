@@ -8,7 +8,9 @@
  *   3. postgresql.conf gets the settings Strata relies on: the port, wal_level=replica, WAL
  *      senders and slots for the pageserver, full_page_writes=on, and wal_consistency_checking for
  *      every resource manager Strata cannot redo yet (with the tenant's redo_mode = images that is
- *      all of them), with wal_compression=zstd to keep those images small.
+ *      all of them), with wal_compression=zstd to keep those images small. (computeSettings and
+ *      startComputeFromBasebackup are shared with the CLI's out-of-process endpoints,
+ *      src/control/endpoints.ts.)
  *   4. postgres starts (as the postgres OS user when we are root) and must accept queries.
  *   5. The pageserver is told to stream this compute's WAL through a physical slot `strata`,
  *      from the basebackup LSN, where the compute's own WAL starts with the synthesised
@@ -22,7 +24,7 @@ import path from 'node:path';
 import { formatLsn, type Lsn } from '../postgres/lsn.ts';
 import { chownForPostgres, postgresRunAs } from '../postgres/pgbin.ts';
 import type { Logger } from '../util/log.ts';
-import { directorySink, generateBasebackup } from '../pageserver/basebackup.ts';
+import { directorySink, generateBasebackup, type BasebackupSink } from '../pageserver/basebackup.ts';
 import type { Pageserver } from '../pageserver/pageserver.ts';
 import type { Timeline } from '../pageserver/timeline/timeline.ts';
 import type { RedoMode } from '../pageserver/tenantconfig.ts';
@@ -162,7 +164,7 @@ export class Endpoint {
     const port = opts.port ?? await freePort();
     const { bb, proc } = await materializeAndStart(opts, tl, log, {
       port, lsn: undefined, timeoutMs: undefined,
-      settings: { max_wal_senders: 10, max_replication_slots: 10, wal_consistency_checking: walConsistencyChecking(tenant.config.redoMode) },
+      settings: computeSettings({ port, socketDir: opts.dir, redoMode: tenant.config.redoMode, safekeepers: null, term: null }),
     });
     try {
       await ps.attachWalSource(opts.tenantId, opts.timelineId, {
@@ -206,25 +208,15 @@ export class Endpoint {
     await waitForCommit({ safekeepers, tenantId: opts.tenantId, timelineId: opts.timelineId, lsn: startLsn, timeoutMs: waitMs });
 
     // The basebackup waits (bounded) until the pageserver has ingested up to startLsn.
-    const syncNames = synchronousStandbyNames(safekeepers);
-    const { bb, proc } = await materializeAndStart(opts, tl, log, {
-      port, lsn: startLsn, timeoutMs: waitMs,
-      settings: {
-        max_wal_senders: 10 + safekeepers.length,
-        max_replication_slots: 10 + safekeepers.length,
-        wal_consistency_checking: walConsistencyChecking(tenant.config.redoMode),
-        synchronous_standby_names: syncNames,
-        synchronous_commit: 'on',
-        [COMPUTE_TERM_SETTING]: election.term.toString(),
-      },
-    });
+    const settings = computeSettings({ port, socketDir: opts.dir, redoMode: tenant.config.redoMode, safekeepers, term: election.term });
+    const { bb, proc } = await materializeAndStart(opts, tl, log, { port, lsn: startLsn, timeoutMs: waitMs, settings });
     try {
       await createSafekeeperSlots(port, safekeepers);
     } catch (err) {
       await proc.stop('immediate');
       throw err;
     }
-    log.info('endpoint started', { port, pid: proc.pid, start_lsn: formatLsn(bb.lsn), term: election.term, synchronous_standby_names: syncNames });
+    log.info('endpoint started', { port, pid: proc.pid, start_lsn: formatLsn(bb.lsn), term: election.term, synchronous_standby_names: String(settings['synchronous_standby_names']) });
     return new Endpoint(opts, proc, bb.lsn, election.term);
   }
 
@@ -248,41 +240,79 @@ export class Endpoint {
   }
 }
 
-/**
- * Writes a basebackup of `tl` at `lsn` (default: its last record) into the endpoint's data
- * directory (wiped first: a compute's local files are disposable), appends the settings Strata
- * relies on plus `extra` and the caller's own, and starts postgres on `port`.
- */
+/** Writes a basebackup of `tl` at `lsn` (default: its last record) and starts postgres on it. */
 async function materializeAndStart(opts: EndpointOptions, tl: Timeline, log: Logger,
   extra: { port: number; lsn: Lsn | undefined; timeoutMs: number | undefined; settings: Record<string, string | number | boolean> },
 ): Promise<{ bb: { lsn: Lsn }; proc: PostgresProcess }> {
-  const dataDir = path.join(opts.dir, 'pgdata');
-  await rm(dataDir, { recursive: true, force: true });
-  await mkdir(opts.dir, { recursive: true, mode: 0o755 });
-  await chownForPostgres(opts.dir);
-  // Files are created owned by the postgres OS user (when root), so no second pass over them.
-  const bb = await generateBasebackup({
-    timeline: tl, sink: directorySink(dataDir, { owner: postgresRunAs() }), log,
-    ...(extra.lsn !== undefined ? { lsn: extra.lsn } : {}), ...(extra.timeoutMs !== undefined ? { timeoutMs: extra.timeoutMs } : {}),
+  const { startLsn, proc } = await startComputeFromBasebackup({
+    dir: opts.dir, port: extra.port, settings: { ...extra.settings, ...(opts.settings ?? {}) },
+    ...(opts.pgBinDir !== undefined ? { pgBinDir: opts.pgBinDir } : {}),
+    fill: async (sink) => (await generateBasebackup({
+      timeline: tl, sink, log,
+      ...(extra.lsn !== undefined ? { lsn: extra.lsn } : {}), ...(extra.timeoutMs !== undefined ? { timeoutMs: extra.timeoutMs } : {}),
+    })).lsn,
   });
+  return { bb: { lsn: startLsn }, proc };
+}
+
+/**
+ * The postgresql.conf settings a Strata compute runs with — one definition for the in-process
+ * endpoints here and the CLI's out-of-process ones (src/control/endpoints.ts): the port, loopback
+ * only, wal_level=replica, full_page_writes, wal_compression=zstd, wal_consistency_checking for the
+ * tenant's redo mode, WAL senders and slots; with safekeepers also `synchronous_standby_names =
+ * 'ANY k (sk_…)'`, synchronous_commit=on and the compute's term (`strata.term`).
+ */
+export function computeSettings(o: {
+  port: number; socketDir: string; redoMode: RedoMode; safekeepers: readonly SafekeeperAddress[] | null; term: bigint | null;
+}): Record<string, string | number | boolean> {
   const settings: Record<string, string | number | boolean> = {
-    port: extra.port,
+    port: o.port,
     listen_addresses: '127.0.0.1',
-    unix_socket_directories: opts.dir,
+    unix_socket_directories: o.socketDir,
     wal_level: 'replica',
     full_page_writes: true,
     wal_compression: 'zstd',
     max_prepared_transactions: 16,
     logging_collector: false,
-    ...extra.settings,
-    ...(opts.settings ?? {}),
+    max_wal_senders: 10 + (o.safekeepers?.length ?? 0),
+    max_replication_slots: 10 + (o.safekeepers?.length ?? 0),
+    wal_consistency_checking: walConsistencyChecking(o.redoMode),
   };
-  const conf = ['', '# Strata compute endpoint settings', ...Object.entries(settings).map(([k, v]) => `${k} = ${confValue(v)}`), ''].join('\n');
+  if (o.safekeepers !== null) {
+    if (o.term === null) throw new ComputeError('a compute writing to safekeepers needs its term');
+    settings['synchronous_standby_names'] = synchronousStandbyNames(o.safekeepers);
+    settings['synchronous_commit'] = 'on';
+    settings[COMPUTE_TERM_SETTING] = o.term.toString();
+  }
+  return settings;
+}
+
+/**
+ * The steps every compute start shares once it knows where its data comes from: wipe the data
+ * directory (a compute's local files are disposable: the timeline is the truth), make the endpoint
+ * directory reachable by the postgres OS user, let `fill` write a whole basebackup into a directory sink
+ * (files owned by the postgres OS user when root, PostgreSQL's modes), append `settings` to
+ * postgresql.conf, start postgres and wait until it accepts queries. `outliveUs`: the server keeps
+ * running after this process exits (CLI endpoints).
+ */
+export async function startComputeFromBasebackup(o: {
+  dir: string; port: number; settings: Record<string, string | number | boolean>; pgBinDir?: string; outliveUs?: boolean;
+  fill: (sink: BasebackupSink) => Promise<Lsn>;
+}): Promise<{ startLsn: Lsn; proc: PostgresProcess }> {
+  const dataDir = path.join(o.dir, 'pgdata');
+  await rm(dataDir, { recursive: true, force: true });
+  await mkdir(o.dir, { recursive: true, mode: 0o755 });
+  await chownForPostgres(o.dir);
+  // Files are created owned by the postgres OS user (when root), so no second pass over them.
+  const sink = directorySink(dataDir, { owner: postgresRunAs() });
+  const startLsn = await o.fill(sink);
+  const conf = ['', '# Strata compute endpoint settings', ...Object.entries(o.settings).map(([k, v]) => `${k} = ${confValue(v)}`), ''].join('\n');
   await appendFile(path.join(dataDir, 'postgresql.conf'), conf);
   const proc = await PostgresProcess.start({
-    dataDir, port: extra.port, logFile: path.join(opts.dir, 'postgres.log'), ...(opts.pgBinDir !== undefined ? { binDir: opts.pgBinDir } : {}),
+    dataDir, port: o.port, logFile: path.join(o.dir, 'postgres.log'),
+    ...(o.pgBinDir !== undefined ? { binDir: o.pgBinDir } : {}), ...(o.outliveUs === true ? { outliveUs: true } : {}),
   });
-  return { bb, proc };
+  return { startLsn, proc };
 }
 
 /**
@@ -291,7 +321,7 @@ async function materializeAndStart(opts: EndpointOptions, tl: Timeline, log: Log
  * itself if missing). pg_create_physical_replication_slot writes no transaction, so it does not
  * wait for the synchronous standbys.
  */
-async function createSafekeeperSlots(port: number, safekeepers: readonly SafekeeperAddress[]): Promise<void> {
+export async function createSafekeeperSlots(port: number, safekeepers: readonly SafekeeperAddress[]): Promise<void> {
   const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres', connectionTimeoutMillis: 10_000 });
   await client.connect();
   try {
@@ -314,7 +344,7 @@ async function createSafekeeperSlots(port: number, safekeepers: readonly Safekee
  * directory: every ancestor needs search permission for it. Say so up front instead of letting
  * postgres fail with "Permission denied" in its log.
  */
-async function checkReachableByServerUser(dir: string): Promise<void> {
+export async function checkReachableByServerUser(dir: string): Promise<void> {
   const user = postgresRunAs();
   if (user === null) return;
   const abs = path.resolve(dir);

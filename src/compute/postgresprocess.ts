@@ -83,8 +83,12 @@ export class PostgresProcess {
     return this.exitInfo === null;
   }
 
-  /** Starts `postgres -D dataDir` (the config there sets the port) and waits until it accepts queries. */
-  static async start(opts: { dataDir: string; port: number; logFile: string; binDir?: string; readyTimeoutMs?: number; user?: string }): Promise<PostgresProcess> {
+  /**
+   * Starts `postgres -D dataDir` (the config there sets the port) and waits until it accepts
+   * queries. `outliveUs`: the server is meant to keep running after this process exits (the CLI's
+   * endpoints), so the exit hook leaves it alone.
+   */
+  static async start(opts: { dataDir: string; port: number; logFile: string; binDir?: string; readyTimeoutMs?: number; user?: string; outliveUs?: boolean }): Promise<PostgresProcess> {
     installExitHook();
     const runAs = postgresRunAs();
     const logFd = openSync(opts.logFile, 'a', 0o644);
@@ -107,7 +111,7 @@ export class PostgresProcess {
     }
     child.unref();
     const proc = new PostgresProcess(child, opts.dataDir, opts.port, opts.logFile);
-    running.add(proc);
+    if (opts.outliveUs !== true) running.add(proc);
     try {
       await proc.waitReady(opts.readyTimeoutMs ?? 60_000, opts.user ?? 'postgres');
     } catch (err) {
