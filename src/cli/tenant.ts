@@ -75,10 +75,14 @@ export function registerTenantCommands(program: Command): void {
     .command('show')
     .description('one tenant: state, size, timelines, config (default: the default tenant)')
     .argument('[id]', 'tenant id')
+    .option('--tenant <id>', 'tenant (the same as the argument; every tenant-scoped command takes it)')
     .option('--json', 'machine-readable'))
-    .action(async (idArg: string | undefined, o: { json?: boolean }, cmd: Command) => {
+    .action(async (idArg: string | undefined, o: { tenant?: string; json?: boolean }, cmd: Command) => {
       const ctx = await openState(cmd);
-      const id = resolveTenant(ctx.config, idArg);
+      if (idArg !== undefined && o.tenant !== undefined && idArg !== o.tenant) {
+        throw new StrataError('invalid_input', `two different tenants given: ${idArg} and --tenant ${o.tenant}`);
+      }
+      const id = resolveTenant(ctx.config, idArg ?? o.tenant);
       const [info, conf, timelines] = await Promise.all([ctx.api.getTenant(id), ctx.api.getTenantConfig(id), ctx.api.listTimelines(id)]);
       if (o.json === true) {
         printJson({ ...info, default: id === ctx.config.default_tenant, timelines: timelines.length, config: conf });

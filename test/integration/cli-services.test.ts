@@ -119,7 +119,7 @@ test('services: start with a port taken, idempotent start, kill -9 of each kind 
 
   // Errors: an unknown tenant; a second endpoint on a timeline that has one.
   const unknown = '0123456789abcdef0123456789abcdef';
-  for (const args of [['timeline', 'list', '--tenant', unknown], ['tenant', 'show', unknown]]) {
+  for (const args of [['timeline', 'list', '--tenant', unknown], ['tenant', 'show', unknown], ['tenant', 'show', '--tenant', unknown], ['tenant', 'config', 'set', '--tenant', unknown, 'gc_horizon=0']]) {
     const r = await strata(dir, [...W, ...args]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(oneLine(r), new RegExp(`^strata: error: pageserver: .*${unknown}.*\\(HTTP 404`));
