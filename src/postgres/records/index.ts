@@ -33,6 +33,7 @@ import * as xlog from './xlog.ts';
 export * from './common.ts';
 export * from './clog.ts';
 export * from './dbase.ts';
+export * from './btree.ts';
 export * from './heap.ts';
 export * from './multixact.ts';
 export * from './relmap.ts';
