@@ -43,6 +43,7 @@ import { formatLsn, type Lsn } from '../postgres/lsn.ts';
 import { recordTypeName, rmgrName } from '../postgres/rmgr.ts';
 import { PG_BLCKSZ, SIZE_OF_XLOG_RECORD } from '../postgres/walformat.ts';
 import { decodeXLogRecord, type BlockRef, type DecodedRecord } from '../postgres/xlogrecord.ts';
+import { rmgrRedoFn } from '../redo/index.ts';
 import { AssertionFailedError, StrataError, type ErrorContext } from '../util/errors.ts';
 import {
   ForkNumber, KeyKind, SLRU_PAGES_PER_SEGMENT, SlruKind, describeKey, isRelBlockKey, isSlruBlockKey, keyFields, keyToHex,
@@ -295,9 +296,8 @@ export class BuiltinRedo implements Redo {
     }
     const image = block.image;
     if (image === undefined || !image.apply) {
-      const why = image === undefined ? 'no full-page image' : 'its full-page image is for consistency checking only, not marked for apply';
-      if (!block.willInit && w.buf === null) throw redoError(ctx, r, `needs a base image, but there is no base image (${why})`);
-      throw unsupported(ctx, r, `needs redo that Strata does not have yet (${why}${block.willInit ? ', block re-initialised by redo' : ''})`);
+      this.#redoInTypeScript(ctx, target, w, r, rec, block);
+      return;
     }
     // The image replaces the page whatever it held: restore into the private buffer, or a new one.
     let out: Buffer;
@@ -316,6 +316,41 @@ export class BuiltinRedo implements Redo {
     w.length = PG_BLCKSZ;
     const pdUpper = out[14]! | (out[15]! << 8);
     if (pdUpper !== 0) writePageLsn(out, r.lsn);
+  }
+
+  /**
+   * A record without an image to apply: PostgreSQL's redo in TypeScript (src/redo/), for the
+   * resource managers that have it, on the private copy of the previous version — or on a zeroed
+   * page when the record re-initialises the block. A visibility-map page that does not exist yet
+   * starts zeroed too: PostgreSQL extends the map without WAL (vm_extend), so the first record
+   * that touches a new map page finds zeroes. Anything else without a previous version, and every
+   * rmgr without TypeScript redo, is an error naming the record — never a guessed page.
+   */
+  #redoInTypeScript(ctx: RedoContext, target: KeyTarget, w: WorkPage, r: ReconstructRecord, rec: DecodedRecord, block: BlockRef): void {
+    const fn = rmgrRedoFn(rec.rmid);
+    const why = block.image === undefined ? 'no full-page image' : 'its full-page image is for consistency checking only, not marked for apply';
+    if (fn === undefined) {
+      if (!block.willInit && w.buf === null) throw redoError(ctx, r, `needs a base image, but there is no base image (${why})`);
+      throw unsupported(ctx, r, `needs redo that Strata does not have for rmgr ${rmgrName(rec.rmid)} (${why}${block.willInit ? ', block re-initialised by redo' : ''})`);
+    }
+    let page: Buffer;
+    if (block.willInit || (w.buf === null && target.kind === 'vm')) {
+      page = w.owned && w.buf !== null && w.buf.length >= PG_BLCKSZ ? w.buf : Buffer.allocUnsafe(Math.max(w.capacity, PG_BLCKSZ));
+      page.fill(0, 0, PG_BLCKSZ);
+      w.buf = page;
+      w.owned = true;
+      w.length = PG_BLCKSZ;
+    } else {
+      if (w.buf === null) throw redoError(ctx, r, `needs the previous version of the page, but there is no base image (${why})`);
+      if (w.length !== PG_BLCKSZ) throw redoError(ctx, r, `the previous version is ${w.length} bytes, expected ${PG_BLCKSZ}`);
+      page = writable(w);
+    }
+    try {
+      fn(page, rec, block.id, r.lsn);
+    } catch (err) {
+      if (err instanceof StrataError && err.code === 'redo_unsupported') throw unsupported(ctx, r, err.message);
+      throw redoError(ctx, r, `TypeScript redo failed: ${err instanceof Error ? err.message : String(err)}`, err);
+    }
   }
 }
 

@@ -15,6 +15,7 @@ import type { ReconstructRecord, ReconstructState } from '../../src/storage/laye
 import { BuiltinRedo, RedoError, RedoUnsupportedError, reconstructPage, type Redo, type RedoContext } from '../../src/storage/redo.ts';
 import { ClogStatus, NO_BLOCK, type MultixactMember, type Value } from '../../src/storage/value.ts';
 import { randomBytes, rng } from './test-compressors.ts';
+import { pageGetItem, pageGetLsn, pageGetMaxOffsetNumber, pageInit, pageSetLsn } from '../../src/redo/page.ts';
 
 const redo = new BuiltinRedo();
 const REL: RelTag = { spcNode: 1663, dbNode: 5, relNode: 16384, forkNum: ForkNumber.main };
@@ -492,18 +493,19 @@ test('pgRecord: a new (all-zero) page image keeps pd_lsn zero', () => {
 
 test('pgRecord: a block without an image is unsupported, and the error names record, key and LSNs', () => {
   const key = relBlockKey(REL, 3);
-  const value = pgRecordValue([{ id: 0, rnode: REL, forkNum: 0, blkno: 3, data: new Uint8Array([1, 2, 3, 4]) }]);
+  // Gin (rmgr 13) has no TypeScript redo.
+  const value = pgRecordValue([{ id: 0, rnode: REL, forkNum: 0, blkno: 3, data: new Uint8Array([1, 2, 3, 4]) }], { rmid: 13, info: 0x10 });
   const base = { lsn: 0x100n, image: heapPage(rng(1), 32, 8100, 0x100n) };
   const err = catchError(() => reconstructOne(key, base, [rec(VERSION_LSN, value)]));
   assert.ok(err instanceof RedoUnsupportedError, String(err));
   assert.ok(err instanceof StrataError);
   assert.equal(err.code, 'redo_unsupported');
   assert.match(err.message,
-    /^cannot reconstruct rel 1663\/5\/16384 main blk 3 at 0\/16B3800 .*: Heap\/INSERT record at 0\/16B3700 \(version 0\/16B3748\) needs redo that Strata does not have yet \(no full-page image\)$/);
+    /^cannot reconstruct rel 1663\/5\/16384 main blk 3 at 0\/16B3800 .*: Gin\/CREATE_PTREE record at 0\/16B3700 \(version 0\/16B3748\) needs redo that Strata does not have for rmgr Gin \(no full-page image\)$/);
   assert.match(err.message, /tenant tenant-a, timeline timeline-b/);
   assert.match(err.message, new RegExp(keyToHex(key)));
-  assert.equal(err.context.rmgr, 'Heap');
-  assert.equal(err.context.recordType, 'INSERT');
+  assert.equal(err.context.rmgr, 'Gin');
+  assert.equal(err.context.recordType, 'CREATE_PTREE');
   assert.equal(err.context.recordLsn, '0/16B3700');
   assert.equal(err.context.versionLsn, '0/16B3748');
   assert.equal(err.context.requestLsn, '0/16B3800');
@@ -522,15 +524,15 @@ test('pgRecord: unsupported cases — no apply flag, will-init without image, bl
   const key = relBlockKey(REL, 3);
   const base = { lsn: 0x100n, image: heapPage(r, 32, 8100, 0x100n) };
 
-  const checkOnly = pgRecordValue([{ id: 0, rnode: REL, forkNum: 0, blkno: 3, image: { page, holeOffset: 48, holeLength: 7000 - 48, apply: false } }]);
+  const checkOnly = pgRecordValue([{ id: 0, rnode: REL, forkNum: 0, blkno: 3, image: { page, holeOffset: 48, holeLength: 7000 - 48, apply: false } }], { rmid: 13 });
   let err = catchError(() => reconstructOne(key, base, [rec(VERSION_LSN, checkOnly)]));
   assert.ok(err instanceof RedoUnsupportedError);
   assert.match(err.message, /consistency checking only/);
 
-  const init = pgRecordValue([{ id: 0, rnode: REL, forkNum: 0, blkno: 3, willInit: true, data: new Uint8Array([5]) }], { info: 0x80 });
+  const init = pgRecordValue([{ id: 0, rnode: REL, forkNum: 0, blkno: 3, willInit: true, data: new Uint8Array([5]) }], { rmid: 13, info: 0x80 });
   err = catchError(() => reconstructOne(key, null, [rec(VERSION_LSN, init)]));
   assert.ok(err instanceof RedoUnsupportedError);
-  assert.match(err.message, /Heap\/INSERT\+INIT record/);
+  assert.match(err.message, /Gin\/DELETE_LISTPAGE record/);
 
   const elsewhere = pgRecordValue([{ id: 0, rnode: REL, forkNum: 0, blkno: 4, image: { page, holeOffset: 48, holeLength: 7000 - 48, apply: true } }]);
   err = catchError(() => reconstructOne(key, base, [rec(VERSION_LSN, elsewhere)]));
@@ -543,6 +545,38 @@ test('pgRecord: unsupported cases — no apply flag, will-init without image, bl
   err = catchError(() => reconstructOne(relSizeKey(REL), { lsn: 1n, image: Buffer.alloc(4) }, [rec(VERSION_LSN, elsewhere)]));
   assert.ok(err instanceof RedoUnsupportedError);
   assert.match(err.message, /not a relation block/);
+});
+
+test('pgRecord without an image: the TypeScript redo replays it on the previous version (Heap INSERT)', () => {
+  const key = relBlockKey(REL, 3);
+  const empty = Buffer.alloc(8192);
+  pageInit(empty, 0);
+  pageSetLsn(empty, 0x100n);
+  // xl_heap_insert {offnum 1, flags 0}; block data: xl_heap_header {infomask2 1, infomask 0x0800, hoff 24}, 1 pad byte, int4 42.
+  const mainData = Buffer.from([1, 0, 0]);
+  const blockData = Buffer.from([1, 0, 0x00, 0x08, 24, 0, 42, 0, 0, 0]);
+  const record = encodeRecord({ xid: 700, rmid: 10, info: 0x00, blocks: [{ id: 0, rnode: REL, forkNum: 0, blkno: 3, data: blockData }], mainData }, REC_LSN);
+  const value: Value = { kind: 'pgRecord', willInit: false, recordLsn: REC_LSN, record };
+  const out = reconstructOne(key, { lsn: 0x100n, image: empty }, [rec(VERSION_LSN, value)]);
+  assert.equal(pageGetMaxOffsetNumber(out), 1, 'one tuple added');
+  const item = pageGetItem(out, 1);
+  assert.equal(item.length, 23 + 5, 'tuple header (23) + the bytes after xl_heap_header');
+  assert.equal(item.readUInt32LE(0), 700, 'xmin is the record\'s xid');
+  assert.equal(item.readInt32LE(24), 42);
+  assert.equal(pageGetLsn(out), VERSION_LSN, 'pd_lsn = the version (end) LSN');
+  assert.equal(pageGetLsn(empty), 0x100n, 'the base is never written');
+
+  // A record the redo cannot apply exactly (offnum 5 on an empty page) is an error naming key and record.
+  const bad = encodeRecord({ xid: 700, rmid: 10, info: 0x00, blocks: [{ id: 0, rnode: REL, forkNum: 0, blkno: 3, data: blockData }], mainData: Buffer.from([5, 0, 0]) }, REC_LSN);
+  const err = catchError(() => reconstructOne(key, { lsn: 0x100n, image: empty }, [rec(VERSION_LSN, { kind: 'pgRecord', willInit: false, recordLsn: REC_LSN, record: bad })]));
+  assert.ok(err instanceof RedoError, String(err));
+  assert.match(err.message, /rel 1663\/5\/16384 main blk 3/);
+  assert.match(err.message, /Heap\/INSERT record at 0\/16B3700/);
+
+  // Without a previous version (and not re-initialised) there is nothing to replay on.
+  const none = catchError(() => reconstructOne(key, null, [rec(VERSION_LSN, value)]));
+  assert.ok(none instanceof RedoError);
+  assert.match(none.message, /no base image/);
 });
 
 // ---------------------------------------------------------------------------------------------
