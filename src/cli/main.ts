@@ -15,6 +15,7 @@ import { registerTenantCommands } from './tenant.ts';
 import { registerTimelineCommands } from './timeline.ts';
 import { registerEndpointCommands } from './endpoint.ts';
 import { registerQuickstartCommand } from './quickstart.ts';
+import { registerRedoCommands } from './redo.ts';
 
 export async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
@@ -85,6 +86,7 @@ export async function main(argv: string[]): Promise<number> {
   registerTimelineCommands(program);
   registerEndpointCommands(program, (n) => { exitCode = n; });
   registerQuickstartCommand(program);
+  registerRedoCommands(program, (n) => { exitCode = n; });
 
   try {
     await program.parseAsync(argv, { from: 'user' });

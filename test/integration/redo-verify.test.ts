@@ -24,6 +24,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { cp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { formatLsn } from '../../src/postgres/lsn.ts';
 import { withPostgres, type PostgresHandle } from '../harness/postgres.ts';
 import { ddlMixWorkload, pgbenchWorkload } from '../harness/workloads.ts';
 import { runPgWaldump } from '../support/pgwaldump.ts';
@@ -169,7 +172,47 @@ test('pgbench: coverage per record type; zero mismatches for every rmgr with Typ
   assert.ok(report.records > 5000, `records ${report.records}`);
   assert.ok(rmgrRow(report, 'XLOG').restored + rmgrRow(report, 'Heap').restored > 0, 'full-page writes were restored');
   assertZeroForSupported(report);
+
+  // The same check through the CLI: the same totals, exit 0.
+  const cli = await runCli(['redo', 'verify', '--json', '--start', formatLsn(startLsn), dir]);
+  assert.equal(cli.code, 0, cli.stderr);
+  const j = JSON.parse(cli.stdout) as { totals: Record<string, number>; records: number; ok: boolean };
+  assert.equal(j.ok, true);
+  assert.equal(j.records, report.records);
+  assert.deepEqual(j.totals, { ...report.totals });
+  const text = await runCli(['redo', 'verify', '--start', formatLsn(startLsn), dir]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^Heap +INSERT +\d+/m, 'a row per record type');
+  // Damaged WAL (a flipped byte inside a record): the report still prints, and the exit status says it.
+  const damaged = path.join(pg.tmpDir, 'wal-pgbench-damaged');
+  await cp(dir, damaged, { recursive: true });
+  const first = (await readdir(damaged)).sort()[0]!;
+  const seg = await readFile(path.join(damaged, first));
+  seg[seg.length >> 1] = seg[seg.length >> 1]! ^ 0xff;
+  await writeFile(path.join(damaged, first), seg);
+  const bad = await runCli(['redo', 'verify', damaged]);
+  assert.equal(bad.code, 1, bad.stdout);
+  assert.match(bad.stderr, /the WAL ends in damage at/);
+  const usage = await runCli(['redo', 'verify', '--start', 'zz', dir]);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /--start/);
 });
+
+function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(import.meta.dirname, '..', '..', 'bin', 'strata.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.once('error', reject);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
 
 function assertZeroForSupported(report: VerifyReport): void {
   const supported = supportedRmgrs().map((r) => r.name);
