@@ -44,6 +44,11 @@
  * under wal_consistency_checking = all), meanwhile its records count as 'skipped_no_base'. The
  * mismatch and failure lists keep the first `maxMismatchesKept` / `maxFailuresKept` entries and count
  * the rest. Scratch pages for images and masking are allocated once per verifier.
+ *
+ * Where the code is: this file holds the verifier itself (RedoVerifier, verifyWal,
+ * runRedoVerifyOnFiles). The block cache is src/redo/verify/cache.ts; the report types, the
+ * per-rmgr roll-up and the text formatting are src/redo/verify/report.ts. The public names of both
+ * are re-exported here, so importers keep using this module.
  */
 import { restoreBlockImage } from '../postgres/blockimage.ts';
 import { formatLsn, type Lsn } from '../postgres/lsn.ts';
@@ -72,8 +77,12 @@ import { StrataError } from '../util/errors.ts';
 import { rmgrRedoFn } from './index.ts';
 import { maskPage } from './mask.ts';
 import { REDO_UNSUPPORTED, type BlockRedoFn } from './types.ts';
+import { BlockCache, PAGE_BYTES, blockKey, sameRel, type CachedPage } from './verify/cache.ts';
+import { emptyCounts, type ByteDiff, type RedoFailure, type RedoMismatch, type RedoTypeStats, type VerifyReport } from './verify/report.ts';
 
-const PAGE_BYTES = 8192;
+export { formatVerifyReport, statsByRmgr } from './verify/report.ts';
+export type { ByteDiff, RedoFailure, RedoMismatch, RedoTypeStats, VerifyReport } from './verify/report.ts';
+
 /** Heap blocks per visibility-map page: (8192 - 24-byte header) * 4 (two bits each). */
 const VM_HEAPBLOCKS_PER_PAGE = (PAGE_BYTES - 24) * 4;
 const VM_MAP_OFFSET = 24;
@@ -96,107 +105,8 @@ export interface VerifyOptions {
   onMismatch?: (m: RedoMismatch) => void;
 }
 
-/** Counters of one record type (rmgr + pg_waldump type name). Block counters count block references. */
-export interface RedoTypeStats {
-  rmid: number;
-  rmgr: string;
-  type: string;
-  records: number;
-  blocks: number;
-  /** Apply images restored (no redo needed). */
-  restored: number;
-  /** Our redo ran without error. */
-  applied: number;
-  /** ...and the consistency image matched under masking. */
-  verified: number;
-  mismatched: number;
-  /** No TypeScript redo for this rmgr, or the redo declined this record ('redo_unsupported'). */
-  unsupported: number;
-  /** Our redo threw ('redo_failed' or any other error), or an image could not be restored. */
-  failed: number;
-  /** No previous version of the block was known and the block is not willInit. */
-  skippedNoBase: number;
-}
-
-export interface ByteDiff {
-  offset: number;
-  /** Which part of the page: a header field, a line pointer, the tuple area, the special area. */
-  where: string;
-  ours: number;
-  theirs: number;
-}
-
-export interface RedoMismatch {
-  rmgr: string;
-  type: string;
-  lsn: string;
-  endLsn: string;
-  blockId: number;
-  rel: string;
-  fork: string;
-  blkno: number;
-  /** Bytes that differ after masking (0 when masking itself failed, see `reason`). */
-  differingBytes: number;
-  firstDiffs: ByteDiff[];
-  /** Set when the pages could not be compared (e.g. masking refused an invalid header). */
-  reason?: string;
-}
-
-export interface RedoFailure {
-  rmgr: string;
-  type: string;
-  lsn: string;
-  blockId: number | null;
-  rel: string | null;
-  fork: string | null;
-  blkno: number | null;
-  code: string;
-  message: string;
-}
-
-export interface VerifyReport {
-  records: number;
-  firstLsn: Lsn | null;
-  lastEndLsn: Lsn | null;
-  /** Sorted by rmid, then type name. */
-  types: RedoTypeStats[];
-  totals: Omit<RedoTypeStats, 'rmid' | 'rmgr' | 'type'>;
-  mismatches: RedoMismatch[];
-  mismatchesNotKept: number;
-  failures: RedoFailure[];
-  failuresNotKept: number;
-  pages: {
-    maxPages: number;
-    cachedAtEnd: number;
-    evicted: number;
-    /** Forgotten because of truncate/drop/create records (or an unparsable such record). */
-    dropped: number;
-    /** Replaced by a consistency image after a mismatch / failure / unsupported / missing base. */
-    resynced: number;
-    /** Visibility-map pages whose bits were cleared as a side effect of heap records. */
-    vmClears: number;
-  };
-}
-
-function emptyCounts(): Omit<RedoTypeStats, 'rmid' | 'rmgr' | 'type'> {
-  return { records: 0, blocks: 0, restored: 0, applied: 0, verified: 0, mismatched: 0, unsupported: 0, failed: 0, skippedNoBase: 0 };
-}
-
 function relText(r: RelFileNode): string {
   return `${r.spcNode}/${r.dbNode}/${r.relNode}`;
-}
-
-function blockKey(r: RelFileNode, forkNum: number, blkno: number): string {
-  return `${r.spcNode}/${r.dbNode}/${r.relNode}/${forkNum}/${blkno}`;
-}
-
-interface CachedPage {
-  page: Buffer;
-  spcNode: number;
-  dbNode: number;
-  relNode: number;
-  forkNum: number;
-  blkno: number;
 }
 
 const HEADER_FIELDS: readonly [number, string][] = [
@@ -222,14 +132,12 @@ function describeOffset(page: Uint8Array, offset: number): string {
  * synchronous codecs). Use `verifyWal` / `runRedoVerifyOnFiles` unless you drive records yourself.
  */
 export class RedoVerifier {
-  readonly #maxPages: number;
   readonly #maxMismatches: number;
   readonly #maxFailures: number;
   readonly #maxDiffs: number;
   readonly #redoFor: (rmid: number) => BlockRedoFn | undefined;
   readonly #onMismatch: ((m: RedoMismatch) => void) | undefined;
-  /** Insertion order = recency order (a hit moves the entry to the end). */
-  readonly #pages = new Map<string, CachedPage>();
+  readonly #cache: BlockCache;
   readonly #stats = new Map<string, RedoTypeStats>();
   readonly #mismatches: RedoMismatch[] = [];
   #mismatchesNotKept = 0;
@@ -238,16 +146,12 @@ export class RedoVerifier {
   #records = 0;
   #firstLsn: Lsn | null = null;
   #lastEndLsn: Lsn | null = null;
-  #evicted = 0;
-  #dropped = 0;
   #resynced = 0;
   #vmClears = 0;
   /** Scratch: the restored consistency image, and the two masked copies. */
   readonly #image = Buffer.alloc(PAGE_BYTES);
   readonly #maskedOurs = Buffer.alloc(PAGE_BYTES);
   readonly #maskedTheirs = Buffer.alloc(PAGE_BYTES);
-  /** One evicted buffer kept for reuse, so a full cache does not allocate per new block. */
-  #spare: Buffer | null = null;
 
   constructor(opts: VerifyOptions = {}) {
     const positive = (name: string, v: number | undefined, d: number): number => {
@@ -255,59 +159,12 @@ export class RedoVerifier {
       if (!Number.isInteger(x) || x < 0) throw new RangeError(`${name} must be a non-negative integer, got ${x}`);
       return x;
     };
-    this.#maxPages = Math.max(1, positive('maxPages', opts.maxPages, DEFAULT_MAX_PAGES));
+    this.#cache = new BlockCache(Math.max(1, positive('maxPages', opts.maxPages, DEFAULT_MAX_PAGES)));
     this.#maxMismatches = positive('maxMismatchesKept', opts.maxMismatchesKept, DEFAULT_MAX_MISMATCHES_KEPT);
     this.#maxFailures = positive('maxFailuresKept', opts.maxFailuresKept, DEFAULT_MAX_FAILURES_KEPT);
     this.#maxDiffs = positive('maxDiffsPerMismatch', opts.maxDiffsPerMismatch, DEFAULT_MAX_DIFFS_PER_MISMATCH);
     this.#redoFor = opts.redoFor ?? rmgrRedoFn;
     this.#onMismatch = opts.onMismatch;
-  }
-
-  // ---- page cache ------------------------------------------------------------------------------
-
-  #get(key: string): CachedPage | undefined {
-    const e = this.#pages.get(key);
-    if (e !== undefined) {
-      this.#pages.delete(key);
-      this.#pages.set(key, e);
-    }
-    return e;
-  }
-
-  /** The cache entry for the block, created (content unspecified) when missing. */
-  #slot(key: string, b: BlockRef): CachedPage {
-    const have = this.#get(key);
-    if (have !== undefined) return have;
-    while (this.#pages.size >= this.#maxPages) {
-      const oldest = this.#pages.keys().next();
-      if (oldest.done === true) break;
-      const victim = this.#pages.get(oldest.value)!;
-      this.#pages.delete(oldest.value);
-      this.#spare = victim.page;
-      this.#evicted++;
-    }
-    const page = this.#spare ?? Buffer.allocUnsafe(PAGE_BYTES);
-    this.#spare = null;
-    const e: CachedPage = { page, spcNode: b.rnode.spcNode, dbNode: b.rnode.dbNode, relNode: b.rnode.relNode, forkNum: b.forkNum, blkno: b.blkno };
-    this.#pages.set(key, e);
-    return e;
-  }
-
-  #forget(key: string): void {
-    const e = this.#pages.get(key);
-    if (e === undefined) return;
-    this.#pages.delete(key);
-    this.#spare ??= e.page;
-  }
-
-  /** Forgets every cached page for which `pred` holds. O(cached pages); only on DDL-ish records. */
-  #dropWhere(pred: (e: CachedPage) => boolean): void {
-    for (const [key, e] of this.#pages) {
-      if (pred(e)) {
-        this.#pages.delete(key);
-        this.#dropped++;
-      }
-    }
   }
 
   // ---- bookkeeping -----------------------------------------------------------------------------
@@ -352,13 +209,13 @@ export class RedoVerifier {
   /** Replaces the block's version by its consistency image (pd_lsn as redo would set it), or forgets it. */
   #resyncOrForget(rec: DecodedRecord, b: BlockRef, key: string, s: RedoTypeStats, imageRestored: boolean): void {
     if (b.image !== undefined && (imageRestored || this.#restoreCheckImage(rec, b, s))) {
-      const e = this.#slot(key, b);
+      const e = this.#cache.slot(key, b);
       this.#image.copy(e.page);
       if (!(e.page[14] === 0 && e.page[15] === 0)) writePageLsn(e.page, rec.endLsn);
       this.#resynced++;
       return;
     }
-    this.#forget(key);
+    this.#cache.forget(key);
   }
 
   // ---- the per-record step ---------------------------------------------------------------------
@@ -379,13 +236,13 @@ export class RedoVerifier {
     const key = blockKey(b.rnode, b.forkNum, b.blkno);
     const image = b.image;
     if (image !== undefined && image.apply) {
-      const e = this.#slot(key, b);
+      const e = this.#cache.slot(key, b);
       try {
         restoreBlockImage(rec, b, e.page);
       } catch (err) {
         s.failed++;
         this.#fail(rec, b, err);
-        this.#forget(key);
+        this.#cache.forget(key);
         return;
       }
       if (!(e.page[14] === 0 && e.page[15] === 0)) writePageLsn(e.page, rec.endLsn);
@@ -401,10 +258,10 @@ export class RedoVerifier {
     }
     let e: CachedPage | undefined;
     if (b.willInit) {
-      e = this.#slot(key, b);
+      e = this.#cache.slot(key, b);
       e.page.fill(0);
     } else {
-      e = this.#get(key);
+      e = this.#cache.get(key);
       if (e === undefined) {
         s.skippedNoBase++;
         this.#resyncOrForget(rec, b, key, s, false);
@@ -427,7 +284,7 @@ export class RedoVerifier {
     s.applied++;
     if (image === undefined) return;
     if (!this.#restoreCheckImage(rec, b, s)) {
-      this.#forget(key);
+      this.#cache.forget(key);
       return;
     }
     const ours = this.#maskedOurs;
@@ -485,11 +342,11 @@ export class RedoVerifier {
         case RM_SMGR_ID:
           if (op === XLOG_SMGR_CREATE) {
             const c = parseSmgrCreate(rec);
-            this.#dropWhere((e) => sameRel(e, c.rnode) && e.forkNum === c.forkNum);
+            this.#cache.dropWhere((e) => sameRel(e, c.rnode) && e.forkNum === c.forkNum);
           } else if (op === XLOG_SMGR_TRUNCATE) {
             const t = parseSmgrTruncate(rec);
             const vmFrom = Math.floor(t.blkno / VM_HEAPBLOCKS_PER_PAGE);
-            this.#dropWhere((e) => sameRel(e, t.rnode) && (
+            this.#cache.dropWhere((e) => sameRel(e, t.rnode) && (
               (t.truncateHeap && e.forkNum === MAIN_FORKNUM && e.blkno >= t.blkno) ||
               (t.truncateVm && e.forkNum === VISIBILITYMAP_FORKNUM && e.blkno >= vmFrom) ||
               (t.truncateFsm && e.forkNum === FSM_FORKNUM)));
@@ -499,7 +356,7 @@ export class RedoVerifier {
           const xop = rec.info & XLOG_XACT_OPMASK;
           if (xop === XLOG_XACT_COMMIT || xop === XLOG_XACT_ABORT || xop === XLOG_XACT_COMMIT_PREPARED || xop === XLOG_XACT_ABORT_PREPARED) {
             const rels = parseXactFinish(rec).relfilenodes;
-            if (rels.length > 0) this.#dropWhere((e) => rels.some((r) => sameRel(e, r)));
+            if (rels.length > 0) this.#cache.dropWhere((e) => rels.some((r) => sameRel(e, r)));
           }
           return;
         }
@@ -508,7 +365,7 @@ export class RedoVerifier {
           if (op === XLOG_DBASE_CREATE_FILE_COPY) db = parseDbaseCreateFileCopy(rec).dbId;
           else if (op === XLOG_DBASE_CREATE_WAL_LOG) db = parseDbaseCreateWalLog(rec).dbId;
           else if (op === XLOG_DBASE_DROP) db = parseDbaseDrop(rec).dbId;
-          if (db !== null) this.#dropWhere((e) => e.dbNode === db);
+          if (db !== null) this.#cache.dropWhere((e) => e.dbNode === db);
           return;
         }
         default:
@@ -518,7 +375,7 @@ export class RedoVerifier {
       // We cannot tell which pages the record invalidates: forget them all (coverage, not correctness).
       s.failed++;
       this.#fail(rec, null, err);
-      this.#dropWhere(() => true);
+      this.#cache.dropWhere(() => true);
     }
   }
 
@@ -554,7 +411,7 @@ export class RedoVerifier {
     for (const b of [newBlock, oldBlock]) {
       if (b === undefined) continue;
       const vmBlk = Math.floor(b.blkno / VM_HEAPBLOCKS_PER_PAGE);
-      const e = this.#pages.get(blockKey(b.rnode, VISIBILITYMAP_FORKNUM, vmBlk));
+      const e = this.#cache.peek(blockKey(b.rnode, VISIBILITYMAP_FORKNUM, vmBlk));
       if (e === undefined) continue;
       const inPage = b.blkno % VM_HEAPBLOCKS_PER_PAGE;
       const at = VM_MAP_OFFSET + (inPage >>> 2);
@@ -567,7 +424,7 @@ export class RedoVerifier {
 
   /** A copy of the verifier's current version of a block, if it has one (for tools and tests). */
   currentPage(rnode: RelFileNode, forkNum: number, blkno: number): Buffer | undefined {
-    const e = this.#pages.get(blockKey(rnode, forkNum, blkno));
+    const e = this.#cache.peek(blockKey(rnode, forkNum, blkno));
     return e === undefined ? undefined : Buffer.from(e.page);
   }
 
@@ -583,15 +440,11 @@ export class RedoVerifier {
       mismatches: [...this.#mismatches], mismatchesNotKept: this.#mismatchesNotKept,
       failures: [...this.#failures], failuresNotKept: this.#failuresNotKept,
       pages: {
-        maxPages: this.#maxPages, cachedAtEnd: this.#pages.size, evicted: this.#evicted, dropped: this.#dropped,
+        maxPages: this.#cache.maxPages, cachedAtEnd: this.#cache.size, evicted: this.#cache.evicted, dropped: this.#cache.dropped,
         resynced: this.#resynced, vmClears: this.#vmClears,
       },
     };
   }
-}
-
-function sameRel(e: CachedPage, r: RelFileNode): boolean {
-  return e.relNode === r.relNode && e.dbNode === r.dbNode && e.spcNode === r.spcNode;
 }
 
 /** Verifies a stream of records (in WAL order) and returns the report. */
@@ -614,54 +467,4 @@ export async function runRedoVerifyOnFiles(
     v.apply(rec);
   });
   return { report: v.report(), end: r.end };
-}
-
-/** Aggregates per-type counters to one row per rmgr. */
-export function statsByRmgr(report: VerifyReport): RedoTypeStats[] {
-  const by = new Map<number, RedoTypeStats>();
-  for (const t of report.types) {
-    let s = by.get(t.rmid);
-    if (s === undefined) {
-      s = { rmid: t.rmid, rmgr: t.rmgr, type: '*', ...emptyCounts() };
-      by.set(t.rmid, s);
-    }
-    for (const k of Object.keys(emptyCounts()) as (keyof ReturnType<typeof emptyCounts>)[]) s[k] += t[k];
-  }
-  return [...by.values()].sort((a, b) => a.rmid - b.rmid);
-}
-
-/** A plain-text table of the report (types with block references), then mismatches and failures. */
-export function formatVerifyReport(report: VerifyReport, opts: { allTypes?: boolean } = {}): string {
-  const cols = ['rmgr', 'type', 'records', 'blocks', 'restored', 'applied', 'verified', 'mismatched', 'unsupported', 'failed', 'no_base'] as const;
-  const rows: string[][] = [];
-  const rowOf = (t: RedoTypeStats): string[] => [
-    t.rmgr, t.type, String(t.records), String(t.blocks), String(t.restored), String(t.applied), String(t.verified),
-    String(t.mismatched), String(t.unsupported), String(t.failed), String(t.skippedNoBase),
-  ];
-  for (const t of report.types) if (opts.allTypes === true || t.blocks > 0) rows.push(rowOf(t));
-  rows.push(rowOf({ rmid: -1, rmgr: 'TOTAL', type: '', ...report.totals }));
-  const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: readonly string[]): string =>
-    cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
-  const out: string[] = [];
-  const range = report.firstLsn === null ? 'no records' : `${formatLsn(report.firstLsn)} .. ${formatLsn(report.lastEndLsn!)}`;
-  out.push(`redo verify: ${report.records} records (${range})`);
-  out.push(line(cols));
-  out.push(line(widths.map((w) => '-'.repeat(w))));
-  for (const r of rows) out.push(line(r));
-  const p = report.pages;
-  out.push(`pages: cached ${p.cachedAtEnd} (max ${p.maxPages}), evicted ${p.evicted}, dropped ${p.dropped}, resynced ${p.resynced}, vm clears ${p.vmClears}`);
-  if (report.mismatches.length > 0) {
-    out.push(`mismatches (first ${report.mismatches.length}${report.mismatchesNotKept > 0 ? `, ${report.mismatchesNotKept} more not shown` : ''}):`);
-    for (const m of report.mismatches) {
-      const diffs = m.firstDiffs.map((d) => `${d.offset} (${d.where}) ours 0x${d.ours.toString(16)} image 0x${d.theirs.toString(16)}`).join('; ');
-      out.push(`  ${m.rmgr}/${m.type} at ${m.lsn} block #${m.blockId} rel ${m.rel} ${m.fork} blk ${m.blkno}: ` +
-        (m.reason ?? `${m.differingBytes} bytes differ: ${diffs}`));
-    }
-  }
-  if (report.failures.length > 0) {
-    out.push(`failures (first ${report.failures.length}${report.failuresNotKept > 0 ? `, ${report.failuresNotKept} more not shown` : ''}):`);
-    for (const f of report.failures) out.push(`  ${f.rmgr}/${f.type} at ${f.lsn}${f.blockId === null ? '' : ` block #${f.blockId} rel ${f.rel} ${f.fork} blk ${f.blkno}`}: [${f.code}] ${f.message}`);
-  }
-  return out.join('\n');
 }
