@@ -19,7 +19,9 @@
  *    bigint: the only allocation, next to the many the decoder already makes) and two additions.
  *    Those states are turned into exposition samples at scrape time by `SeriesHistogram` (a
  *    minimal registry metric producing the same samples as a prom-client Histogram) and by
- *    Counter `collect()` callbacks.
+ *    Counter `collect()` callbacks. In redo_mode = verify, ingest also counts every compared block
+ *    in the timeline's `RedoVerifyTally` (src/redo/ingestverify.ts: a map lookup by rmgr and
+ *    record type and one addition), exposed as pageserver_redo_verify_blocks_total at scrape time.
  * 2. Values the pageserver already keeps (last_record_lsn, disk_consistent_lsn, layer file sizes,
  *    tenant states) are read at scrape time by `collect()` callbacks: ingest pays nothing.
  * 3. Rare events (layer flush, image creation, tenant creation, basebackup, a background loop
@@ -36,6 +38,7 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { Lsn } from '../postgres/lsn.ts';
+import { INGEST_VERIFY_RESULTS, RedoVerifyTally } from '../redo/ingestverify.ts';
 import { TENANT_STATE_KINDS, type TenantStateKind } from './states.ts';
 
 // ------------------------------------------------------------------------------------------------
@@ -299,6 +302,24 @@ export class PageserverMetrics {
       collect() { this.reset(); this.inc(self.walBytes); },
     });
 
+    // Redo verification (redo_mode = verify): blocks whose consistency image was compared with
+    // Strata's redo, per timeline, rmgr, record type and result. Only record types seen appear.
+    new Counter({
+      name: 'pageserver_redo_verify_blocks_total',
+      help: 'Blocks with a wal_consistency_checking image compared with Strata\'s TypeScript redo (redo_mode = verify), by rmgr, record type and result',
+      labelNames: ['tenant_id', 'timeline_id', 'rmgr', 'record_type', 'result'] as const, registers,
+      collect() {
+        this.reset();
+        for (const tl of self.timelines()) {
+          for (const t of tl.resources.metrics.redoVerify.types()) {
+            for (let i = 0; i < INGEST_VERIFY_RESULTS.length; i++) {
+              this.inc({ tenant_id: tl.tenantId, timeline_id: tl.timelineId, rmgr: t.rmgr, record_type: t.recordType, result: INGEST_VERIFY_RESULTS[i]! }, t.counts[i]!);
+            }
+          }
+        }
+      },
+    });
+
     // Per-timeline positions and sizes, read at scrape time.
     const timelineGauge = (name: string, help: string, pick: (tl: MetricsTimelineSource) => number): void => {
       new Gauge({
@@ -423,6 +444,11 @@ export class TimelineMetrics {
   /** Per TIMELINE_STORAGE_OPERATIONS index: successful operations and their total seconds. */
   readonly opCount = new Float64Array(TIMELINE_STORAGE_OPERATIONS.length);
   readonly opSeconds = new Float64Array(TIMELINE_STORAGE_OPERATIONS.length);
+  /**
+   * redo_mode = verify: counts per rmgr / record type / result and the first mismatches (written by
+   * WAL ingest, read by the scrape and GET …/redo_verify). Empty, and never written, in other modes.
+   */
+  readonly redoVerify = new RedoVerifyTally();
 
   constructor(pageserver: PageserverMetrics, tenantId: string, timelineId: string) {
     this.pageserver = pageserver;

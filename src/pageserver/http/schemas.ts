@@ -143,6 +143,41 @@ export const GcResult = Type.Object({
   retain_lsns: Type.Array(Lsn, { description: 'branch points of child timelines' }),
 }, { $id: 'GcResult', additionalProperties: false });
 
+const BlockCount = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+
+export const RedoVerifyReport = Type.Object({
+  redo_mode: Type.Union([Type.Literal('images'), Type.Literal('typescript'), Type.Literal('verify')], { description: 'the tenant\'s redo_mode now; blocks are compared only while it is verify' }),
+  types: Type.Array(Type.Object({
+    rmgr: Type.String({ description: 'resource manager, as pg_waldump names it' }),
+    record_type: Type.String({ description: 'record type, as pg_waldump names it (e.g. INSERT+INIT)' }),
+    verified: BlockCount,
+    mismatched: BlockCount,
+    unsupported: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'no TypeScript redo for the rmgr (or for this record)' }),
+    failed: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'the TypeScript redo threw' }),
+    no_base: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'no previous version of the block was readable' }),
+  }, { additionalProperties: false }), { description: 'blocks with a consistency image, per record type, by result' }),
+  mismatches: Type.Array(Type.Object({
+    lsn: Lsn,
+    rmgr: Type.String(),
+    record_type: Type.String(),
+    key: Type.String({ description: 'the storage key, described' }),
+    rel: Type.String({ description: 'spcNode/dbNode/relNode' }),
+    fork: Type.String(),
+    blkno: Type.Integer({ minimum: 0 }),
+    differing_bytes: Type.Integer({ minimum: 0, description: 'bytes that differ after masking (0 when the pages could not be masked: see reason)' }),
+    first_diffs: Type.Array(Type.Object({
+      offset: Type.Integer({ minimum: 0, maximum: 8191 }),
+      ours: Type.Integer({ minimum: 0, maximum: 255, description: 'Strata\'s redo, masked' }),
+      theirs: Type.Integer({ minimum: 0, maximum: 255, description: 'PostgreSQL\'s image, masked' }),
+    }, { additionalProperties: false })),
+    reason: Type.Union([Type.String(), Type.Null()]),
+  }, { additionalProperties: false }), { description: 'the first mismatches of the timeline (since the pageserver started), in WAL order' }),
+  mismatches_not_kept: Type.Integer({ minimum: 0, description: 'mismatches counted after the kept ones' }),
+}, {
+  $id: 'RedoVerifyReport', additionalProperties: false,
+  description: 'redo_mode = verify: every block with a wal_consistency_checking image replayed with Strata\'s redo and compared with the image under PostgreSQL\'s masks (the image is stored either way)',
+});
+
 export const StatusResponse = Type.Object({ id: Type.Integer() }, { $id: 'Status', additionalProperties: false });
 
 export const TenantParams = Type.Object({ tenant_id: Id }, { additionalProperties: false });
@@ -161,9 +196,10 @@ export type TenantInfoJson = Static<typeof TenantInfo>;
 export type TimelineInfoJson = Static<typeof TimelineInfo>;
 export type TimelineCreateBody = Static<typeof TimelineCreateRequest>;
 export type GcResultJson = Static<typeof GcResult>;
+export type RedoVerifyReportJson = Static<typeof RedoVerifyReport>;
 
 /** Schemas that get a name under components/schemas in the OpenAPI document. */
 export const NAMED_SCHEMAS = [
   ErrorBody, TenantConfig, TenantCreateRequest, TenantConfigRequest, TenantConfigResponse, TenantInfo, TimelineInfo,
-  TimelineCreateRequest, LsnByTimestampResponse, GcRequest, GcResult, StatusResponse,
+  TimelineCreateRequest, LsnByTimestampResponse, GcRequest, GcResult, RedoVerifyReport, StatusResponse,
 ] as const;

@@ -13,6 +13,8 @@
  *   PUT    …/do_gc      {gc_horizon?}               → GcResult (moves the GC cutoff; see gc.ts)
  *   PUT    …/checkpoint                             freeze + flush everything ingested
  *   PUT    …/compact                                checkpoint, then image layers where deltas pile up
+ *   GET    …/redo_verify                            → RedoVerifyReport (redo_mode = verify: our redo vs
+ *                                                   PostgreSQL's consistency images, per record type)
  *
  * With a storage broker configured, every timeline created here takes its WAL from the
  * safekeepers (the pageserver subscribes for it at once, and after restarts).
@@ -28,6 +30,7 @@ import { InvalidInputError, StrataError } from '../../util/errors.ts';
 import { parseId } from '../../util/ids.ts';
 import type { Logger } from '../../util/log.ts';
 import { Mutex } from '../../util/mutex.ts';
+import { resultCount } from '../../redo/ingestverify.ts';
 import { DatadirView } from '../datadir/view.ts';
 import { bootstrapTimeline } from '../import/bootstrap.ts';
 import type { Pageserver } from '../pageserver.ts';
@@ -38,7 +41,9 @@ import { gcResultToJson, gcTimeline } from '../timeline/gc.ts';
 import { findLsnForTimestamp, formatTimestampUs, getTimestampOfLsn, parseRfc3339ToTimestampUs } from '../timeline/lsntime.ts';
 import type { Timeline } from '../timeline/timeline.ts';
 import { ConflictError, type Tenant } from '../tenant.ts';
-import { LsnQuery, TenantParams, TimelineParams, TimestampQuery, type TimelineCreateBody, type TimelineInfoJson } from './schemas.ts';
+import {
+  LsnQuery, TenantParams, TimelineParams, TimestampQuery, type RedoVerifyReportJson, type TimelineCreateBody, type TimelineInfoJson,
+} from './schemas.ts';
 import { sendError, type ErrorResponses } from './server.ts';
 import { timelinePhysicalSize } from './tenants.ts';
 
@@ -74,6 +79,24 @@ export function timelineInfo(ps: Pageserver, tl: Timeline): TimelineInfoJson {
     pg_system_identifier: facts.systemId,
     wal_seg_size: facts.walSegSize,
     wal_source: ps.walSourceKind(tl.tenantId, tl.timelineId),
+  };
+}
+
+/** The timeline's verify-mode tally (src/redo/ingestverify.ts) as the API reports it. */
+export function redoVerifyReport(tl: Timeline): RedoVerifyReportJson {
+  const tally = tl.resources.metrics.redoVerify;
+  return {
+    redo_mode: tl.resources.config().redoMode,
+    types: tally.types().map((t) => ({
+      rmgr: t.rmgr, record_type: t.recordType,
+      verified: resultCount(t, 'verified'), mismatched: resultCount(t, 'mismatched'), unsupported: resultCount(t, 'unsupported'),
+      failed: resultCount(t, 'failed'), no_base: resultCount(t, 'no_base'),
+    })),
+    mismatches: tally.mismatches.map((m) => ({
+      lsn: m.lsn, rmgr: m.rmgr, record_type: m.recordType, key: m.key, rel: m.rel, fork: m.fork, blkno: m.blkno,
+      differing_bytes: m.differingBytes, first_diffs: m.firstDiffs.map((d) => ({ offset: d.offset, ours: d.ours, theirs: d.theirs })), reason: m.reason,
+    })),
+    mismatches_not_kept: tally.mismatchesNotKept,
   };
 }
 
@@ -230,6 +253,22 @@ export function registerTimelineRoutes(app: FastifyInstance, ctx: { pageserver: 
         ...(body.gc_horizon !== undefined ? { gcHorizonBytes: BigInt(body.gc_horizon) } : {}), now: new Date(),
       })));
       return reply.send(gcResultToJson(res));
+    } catch (err) {
+      return sendError(reply, err, log);
+    }
+  });
+
+  app.get('/v1/tenant/:tenant_id/timeline/:timeline_id/redo_verify', {
+    schema: {
+      summary: 'Verify mode report: Strata\'s redo compared with PostgreSQL\'s consistency images',
+      description: 'With the tenant\'s redo_mode = verify, ingest replays every block that carries a wal_consistency_checking image with Strata\'s '
+        + 'TypeScript redo on the previous version and compares both under PostgreSQL\'s masks; the image is stored as the page either way. '
+        + 'Counts since the pageserver started, per record type; the first mismatches with where they happened.',
+      tags, params: TimelineParams, response: { 200: { $ref: 'RedoVerifyReport#' }, ...errors },
+    },
+  }, async (req, reply) => {
+    try {
+      return reply.send(redoVerifyReport(timelineOf(req.params).tl));
     } catch (err) {
       return sendError(reply, err, log);
     }

@@ -19,6 +19,16 @@
  * timeline rather than skip a record, since everything after it would build on a hole.
  * Records are copied when kept (the decoder hands out views into shared read buffers).
  *
+ * Verify mode (the tenant's redo_mode = verify, read per record through WalIngestOptions.redoMode,
+ * by default the timeline's live tenant config): a consistency image is still stored as the page
+ * — PostgreSQL's page is the truth — and, before that, compared with Strata's redo applied to the
+ * block's previous version (src/redo/ingestverify.ts). The previous version is read through the
+ * timeline at last_record_lsn, i.e. with everything ingested before this record (each record is
+ * committed to the open layer before the next one starts, so records of the same batch are
+ * included), or from this record's own pending values. The result only goes into the timeline's
+ * RedoVerifyTally (metrics, GET …/redo_verify) and the log; it never changes what is stored, and a
+ * problem while comparing never fails the record.
+ *
  * Every record WAL reaches a timeline through (walreceiver from a compute or safekeepers, WAL
  * files at bootstrap, a pg_basebackup import) is ingested here, so this is where the
  * pageserver_wal_ingest_records_received / _bytes_received counters move: once per record, after it
@@ -29,6 +39,7 @@ import { restoreBlockImage, restoreBlockImageAsync } from '../../postgres/blocki
 import { writePageLsn } from '../../postgres/page.ts';
 import { VM_HEAPBLOCKS_PER_PAGE } from '../../storage/redo.ts';
 import { formatLsn } from '../../postgres/lsn.ts';
+import { IngestVerifyResult, verifyBlockRedo, type BlockVerifyOutcome } from '../../redo/ingestverify.ts';
 import {
   parseClogTruncate, parseClogZeroPage, parseDbaseCreateFileCopy, parseDbaseCreateWalLog, parseDbaseDrop, parseHeapDelete,
   parseHeapInsert, parseHeapLock, parseHeapLockUpdated, parseHeapMultiInsert, parseHeapUpdate, parseMultiXactCreate,
@@ -44,16 +55,17 @@ import {
 } from '../../postgres/records/index.ts';
 import {
   RM_CLOG_ID, RM_DBASE_ID, RM_HEAP2_ID, RM_HEAP_ID, RM_MULTIXACT_ID, RM_RELMAP_ID, RM_SMGR_ID, RM_XACT_ID, RM_XLOG_ID,
-  recordTypeName,
+  recordTypeName, rmgrName,
 } from '../../postgres/rmgr.ts';
-import type { BlockRef, DecodedRecord } from '../../postgres/xlogrecord.ts';
+import { FORK_NAMES, type BlockRef, type DecodedRecord } from '../../postgres/xlogrecord.ts';
 import { StrataError } from '../../util/errors.ts';
-import { ForkNumber, SlruKind, relBlockKey, relMapFileKey, slruBlockKey, type RelTag } from '../../storage/key.ts';
+import { ForkNumber, SlruKind, describeKey, relBlockKey, relMapFileKey, slruBlockKey, type RelTag } from '../../storage/key.ts';
 import { ClogStatus, NO_BLOCK, type MultixactMember, type Value } from '../../storage/value.ts';
 import { DatadirWriter, IngestError, PAGE_BYTES, ZERO_PAGE } from '../datadir/writer.ts';
 import { relDirEntryRel } from '../datadir/dirs.ts';
 import type { Timeline } from '../timeline/timeline.ts';
 import type { TimelineMetrics } from '../metrics.ts';
+import type { RedoMode } from '../tenantconfig.ts';
 import {
   FIRST_MULTIXACT_ID, advanceNextXid, checkpointWithXids, clogPageOfXid, clogPagePrecedes, membersSegmentsToTruncate,
   multiXactIdPrecedes, multiXactOffsetPrecedes, multixactMemberPage, multixactOffsetPage, multixactOffsetPagePrecedes,
@@ -77,6 +89,12 @@ export type ConsistencyImageUse = 'store-image' | 'ignore';
 export interface WalIngestOptions {
   /** 'store-image' (redo_mode = images): such an image is the page. Default 'store-image'. */
   consistencyImages?: ConsistencyImageUse;
+  /**
+   * The tenant's redo_mode now (it can change while ingest runs); 'verify' compares every stored
+   * consistency image with Strata's redo. Default: the timeline's tenant config
+   * (timeline.resources.config().redoMode).
+   */
+  redoMode?: () => RedoMode;
 }
 
 export { VM_HEAPBLOCKS_PER_PAGE };
@@ -105,6 +123,9 @@ export class WalIngest {
   readonly writer: DatadirWriter;
   private readonly consistencyImages: ConsistencyImageUse;
   private readonly metrics: TimelineMetrics;
+  private readonly redoMode: () => RedoMode;
+  /** Verify mode's masked copy of the image; allocated on first use, reused. */
+  private verifyScratch: Buffer | null = null;
   readonly stats: IngestStats = { records: 0, walBytes: 0, images: 0, storedRecords: 0 };
   /** Pages restored ahead of time by prepareImages(), by block reference; consumed by ingest(). */
   private readonly prepared = new Map<BlockRef, Buffer>();
@@ -114,6 +135,8 @@ export class WalIngest {
     this.writer = new DatadirWriter(timeline);
     this.consistencyImages = opts.consistencyImages ?? 'store-image';
     this.metrics = timeline.resources.metrics;
+    const resources = timeline.resources;
+    this.redoMode = opts.redoMode ?? (() => resources.config().redoMode);
   }
 
   /**
@@ -243,7 +266,9 @@ export class WalIngest {
       let value: Value;
       const image = block.image;
       if (image !== undefined && (image.apply || this.consistencyImages === 'store-image')) {
-        value = { kind: 'image', image: this.pageFromImage(rec, block) };
+        const page = this.pageFromImage(rec, block);
+        if (!image.apply && this.redoMode() === 'verify') this.verifyRedo(rec, block, rel, page);
+        value = { kind: 'image', image: page };
         this.stats.images++;
       } else {
         recordCopy ??= Buffer.from(rec.bytes);
@@ -265,6 +290,55 @@ export class WalIngest {
     const pdUpper = page.readUInt16LE(14);
     if (pdUpper !== 0) writePageLsn(page, rec.endLsn);
     return page;
+  }
+
+  /**
+   * Verify mode: compares Strata's redo of `block` with its consistency image `page` (which is
+   * stored as the page whatever the outcome) and counts the result. Never throws.
+   */
+  private verifyRedo(rec: DecodedRecord, block: BlockRef, rel: RelTag, page: Buffer): void {
+    const tally = this.metrics.redoVerify;
+    let result: BlockVerifyOutcome;
+    try {
+      this.verifyScratch ??= Buffer.allocUnsafe(PAGE_BYTES);
+      result = verifyBlockRedo(() => this.previousVersion(rel, block.blkno), rec, block, page, { scratch: this.verifyScratch });
+    } catch (err) {
+      result = { kind: IngestVerifyResult.failed, differingBytes: 0, firstDiffs: [], reason: err instanceof Error ? err.message : String(err) };
+    }
+    tally.count(rec, result.kind);
+    if (result.kind !== IngestVerifyResult.mismatched) return;
+    const r = block.rnode;
+    const m = {
+      lsn: formatLsn(rec.lsn), rmgr: rmgrName(rec.rmid), recordType: recordTypeName(rec.rmid, rec.info),
+      key: describeKey(relBlockKey(rel, block.blkno)), rel: `${r.spcNode}/${r.dbNode}/${r.relNode}`,
+      fork: FORK_NAMES[block.forkNum] ?? `fork${block.forkNum}`, blkno: block.blkno,
+      differingBytes: result.differingBytes, firstDiffs: result.firstDiffs, reason: result.reason,
+    };
+    if (tally.keepMismatch(m)) {
+      this.timeline.log.warn('redo verify: Strata\'s redo differs from the consistency image (the image is stored)', {
+        key: m.key, lsn: m.lsn, end_lsn: formatLsn(rec.endLsn), rmgr: m.rmgr, record_type: m.recordType, block_id: block.id,
+        differing_bytes: m.differingBytes, first_diffs: m.firstDiffs.map((d) => `${d.offset}:${d.ours}/${d.theirs}`).join(','),
+        ...(m.reason !== null ? { reason: m.reason } : {}),
+      });
+      if (tally.mismatches.length === tally.maxMismatchesKept) {
+        this.timeline.log.warn('redo verify: mismatch log limit reached; further mismatches are only counted', { limit: tally.maxMismatchesKept });
+      }
+    }
+  }
+
+  /**
+   * The block's version before the current record, or null when it has none: past the end of (or
+   * in a missing) relation fork, as PostgreSQL's redo would find no page; from this record's own
+   * pending values when an earlier block reference of it wrote one; else read at last_record_lsn.
+   */
+  private previousVersion(rel: RelTag, blkno: number): Buffer | null {
+    const w = this.writer;
+    const size = w.relSize(rel);
+    if (size === null || blkno >= size) return null;
+    const key = relBlockKey(rel, blkno);
+    const pending = w.pendingValue(key);
+    if (pending !== undefined) return pending.kind === 'image' ? pending.image : null;
+    return w.readCommitted(key);
   }
 
   /** Heap records that clear PD_ALL_VISIBLE also clear the page's visibility-map bits. */
