@@ -27,6 +27,9 @@
  *   is removed unless STRATA_KEEP_TMP=1 (then its path is printed: the compute's data directory is
  *   <endpoint dir>/pgdata, and the compute then keeps all its WAL there for pg_waldump). A run
  *   needs about 20 GB of temp space, most of it the pageserver's layers.
+ * - STRATA_PG_REGRESS_REDO_MODE=verify runs the tenant in redo_mode = verify: every consistency
+ *   image the suite produces is also compared with Strata's TypeScript redo (docs/redo.md); the
+ *   counts per rmgr/record type are printed, and a mismatch or a redo failure fails the test.
  */
 import { execFile } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -42,6 +45,7 @@ import { formatLsn, type Lsn } from '../../src/postgres/lsn.ts';
 import { pgBinDir } from '../../src/postgres/pgbin.ts';
 import { Logger, type LogFields, type LogLevel } from '../../src/util/log.ts';
 import { amcheckAll, assertSameDump, dumpAll, endpointTarget } from '../support/endpoint-target.ts';
+import { IngestVerifyResult, resultCount } from '../../src/redo/ingestverify.ts';
 
 const ENABLED = process.env['STRATA_PG_REGRESS'] === '1';
 const SKIP_MESSAGE = 'opt-in: set STRATA_PG_REGRESS=1 to run PostgreSQL 15\'s regression suite against a Strata compute '
@@ -264,6 +268,11 @@ class CapturingLogger extends Logger {
 
 // The skip sits on each test (so the runner counts and names them); the hooks do nothing when skipped.
 const SKIP = ENABLED ? false : SKIP_MESSAGE;
+const REDO_MODE_ENV = process.env['STRATA_PG_REGRESS_REDO_MODE'] ?? 'images';
+if (REDO_MODE_ENV !== 'images' && REDO_MODE_ENV !== 'verify' && REDO_MODE_ENV !== 'typescript') {
+  throw new Error(`STRATA_PG_REGRESS_REDO_MODE must be images, verify or typescript, not "${REDO_MODE_ENV}"`);
+}
+const REDO_MODE: 'images' | 'verify' | 'typescript' = REDO_MODE_ENV;
 
 describe('PostgreSQL 15 regression suite on a Strata compute, then a branch at its end', { timeout: 2 * 3_600_000 }, () => {
   let workdir = '';
@@ -334,7 +343,7 @@ describe('PostgreSQL 15 regression suite on a Strata compute, then a branch at i
         workdir: path.join(workdir, 'pageserver'), pageCacheBytes: 64 << 20, blockCacheBytes: 32 << 20, waitLsnTimeoutMs: 60_000,
         listenPg: { host: '127.0.0.1', port: 0 }, walReceiverBackoffMs: { min: 50, max: 1000 }, log: new CapturingLogger({}, logLines),
       });
-      tenant = await ps.tenants.createTenant({});
+      tenant = await ps.tenants.createTenant({ config: { redoMode: REDO_MODE } });
       const tl = await bootstrapTimeline(tenant);
       mainId = tl.timelineId;
       main = await startEndpoint(mainId);
@@ -390,6 +399,20 @@ describe('PostgreSQL 15 regression suite on a Strata compute, then a branch at i
       }
     });
     t.diagnostic(`end LSN ${formatLsn(lsn)}; the timeline was at ${formatLsn(ingestStart)} when the catch-up wait began`);
+    if (REDO_MODE === 'verify') {
+      const rows = timeline.resources.metrics.redoVerify.types();
+      let verified = 0;
+      const bad: string[] = [];
+      for (const r of rows) {
+        const [v, mismatched, unsupported, failed, noBase] = [IngestVerifyResult.verified, IngestVerifyResult.mismatched,
+          IngestVerifyResult.unsupported, IngestVerifyResult.failed, IngestVerifyResult.noBase].map((k) => resultCount(r, k));
+        verified += v!;
+        t.diagnostic(`redo verify ${r.rmgr}/${r.recordType}: verified ${v} mismatched ${mismatched} unsupported ${unsupported} failed ${failed} no_base ${noBase}`);
+        if (mismatched! > 0 || failed! > 0) bad.push(`${r.rmgr}/${r.recordType}: ${mismatched} mismatched, ${failed} failed`);
+      }
+      assert.deepEqual(bad, [], 'the TypeScript redo agrees with every consistency image');
+      assert.ok(verified > 0, 'blocks were verified');
+    }
     const expected = await timed('pg_dumpall of the compute', () => dumpAll(main.port));
     writeFileSync(path.join(workdir, 'dump-compute.sql'), expected);
 
